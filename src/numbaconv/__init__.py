@@ -1,0 +1,30 @@
+"""numbaconv: Keras's ``Conv2D`` — its numbers, its API — compiled with Numba.
+
+>>> import numpy as np, numbaconv
+>>> numbaconv.Conv2D(32, 3, activation="relu")(np.random.rand(4, 10, 10, 128)).shape
+(4, 8, 8, 32)
+"""
+
+from . import activations, constraints, initializers, regularizers
+from .cache import clear_kernel_cache, kernel_cache_info
+from .dispatch import get_specialization, set_specialization
+from .functional import conv2d
+from .layer import Conv2D, Convolution2D
+from .spec import ConvSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Conv2D",
+    "Convolution2D",
+    "ConvSpec",
+    "activations",
+    "clear_kernel_cache",
+    "constraints",
+    "conv2d",
+    "get_specialization",
+    "initializers",
+    "kernel_cache_info",
+    "regularizers",
+    "set_specialization",
+]

@@ -1,0 +1,1 @@
+"""Numba CPU kernels (``@njit(parallel=True)`` direct convolution)."""

@@ -1,0 +1,201 @@
+"""The stateless op: check arrays, build the spec, dispatch, run.
+
+This is the one gate between user data and the kernels: every shape, dtype
+and value a kernel relies on is checked here (or in :mod:`numbaconv.spec`)
+before any compiled code runs.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import activations
+from .dispatch import select
+from .spec import ConvSpec
+
+__all__ = ["conv2d", "as_float_array", "compute_dtypes", "convolve"]
+
+
+def as_float_array(value, name):
+    """``value`` as a NumPy array of a floating dtype, the way Keras autocasts.
+
+    Integers and booleans become float32 (Keras's default float); floating
+    arrays keep their dtype.  Anything else is a ``TypeError`` naming ``name``.
+
+    Parameters
+    ----------
+    value : array_like
+    name : str
+        Argument name for error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged nested lists and the like
+        raise TypeError(f"The `{name}` argument must be a numeric array. Received "
+                        f"{name}={_short_repr(value)} ({err})") from None
+    kind = array.dtype.kind
+    if kind in "biu":
+        return array.astype(np.float32)
+    if kind == "f":
+        return array if array.dtype.itemsize <= 8 else array.astype(np.float64)
+    raise TypeError(f"The `{name}` argument must hold real numbers (float, int or bool). "
+                    f"Received {name} with dtype={array.dtype}")
+
+
+def _short_repr(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def compute_dtypes(*arrays):
+    """``(compute_dtype, result_dtype)`` for floating arrays.
+
+    The result dtype follows NumPy promotion among the floats given; float16
+    has no fast kernels, so it is computed in float32 and cast back, as Keras's
+    mixed precision does.
+    """
+    result = np.result_type(*(a.dtype for a in arrays))
+    compute = np.dtype(np.float32) if result == np.float16 else result
+    return compute, result
+
+
+def _is_plain_relu(activation):
+    # Only the registry's own relu (default arguments) is fused into kernels.
+    return activation is activations.get("relu")
+
+
+def convolve(spec, x, kernel, bias, activation, hot):
+    """Run ``activation(conv(x, kernel) + bias)`` for a validated ``spec``.
+
+    Parameters
+    ----------
+    spec : ConvSpec
+        Geometry matching the shapes of ``x`` and ``kernel``.
+    x, kernel : numpy.ndarray
+        Floating arrays; cast here to ``spec.dtype`` and made C-contiguous.
+    bias : numpy.ndarray or None
+        Shape ``(spec.filters,)``, already checked.
+    activation : callable
+        Applied to the output (the plain ReLU is fused into the kernel).
+    hot : bool
+        The configuration is expected to run again (worth specializing).
+
+    Returns
+    -------
+    numpy.ndarray
+        In ``spec.dtype`` and ``spec.data_format``.
+    """
+    dtype = np.dtype(spec.dtype)
+    out = np.empty(spec.output_shape, dtype=dtype)
+    relu = _is_plain_relu(activation)
+    if out.size == 0:
+        return out
+    x = np.ascontiguousarray(x, dtype=dtype)
+    kernel = np.ascontiguousarray(kernel, dtype=dtype)
+    b = (np.zeros(spec.filters, dtype=dtype) if bias is None
+         else np.ascontiguousarray(bias, dtype=dtype))
+    _, run = select(spec, relu, hot)
+    run(x, kernel, b, out, spec, relu)
+    if relu or activation is activations.linear:
+        return out
+    return np.asarray(activation(out), dtype=dtype)
+
+
+class _CallCounter:
+    """Remembers which configurations ``conv2d`` has run, to spot repeated ones."""
+
+    LIMIT = 4096
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._seen = set()
+
+    def seen_before(self, spec):
+        with self._lock:
+            if spec in self._seen:
+                return True
+            if len(self._seen) >= self.LIMIT:
+                self._seen.clear()
+            self._seen.add(spec)
+            return False
+
+
+_calls = _CallCounter()
+
+
+def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1,
+           bias=None, activation=None):
+    """2-D convolution with Keras ``ops.conv`` semantics, plus fused bias and activation.
+
+    Computes ``activation(conv(inputs, kernel) + bias)`` (a cross-correlation,
+    as in every deep-learning framework).
+
+    Parameters
+    ----------
+    inputs : array_like
+        4-D: ``(batch, height, width, channels)`` for ``"channels_last"``,
+        ``(batch, channels, height, width)`` for ``"channels_first"``.
+    kernel : array_like
+        Keras layout ``(kernel_h, kernel_w, in_channels // groups, filters)``;
+        the number of groups is inferred as ``in_channels // kernel.shape[2]``.
+    strides : int or (int, int), default 1
+    padding : {"valid", "same"} or ((int, int), (int, int)), default "valid"
+        Case-insensitive.  ``"same"`` follows TensorFlow: output size
+        ``ceil(in / stride)``, with the odd padding pixel at the bottom/right.
+        Explicit ``((top, bottom), (left, right))`` zero padding is an extension.
+    data_format : {"channels_last", "channels_first"}, optional
+        Default: ``image_data_format`` from ``$KERAS_HOME/keras.json``
+        (``~/.keras/keras.json``), else ``"channels_last"``.
+    dilation_rate : int or (int, int), default 1
+        May be combined with strides > 1 (as ``keras.ops.conv`` allows).
+    bias : array_like, optional
+        Shape ``(filters,)``, added to every output pixel.
+    activation : str or callable, optional
+        Any name or callable accepted by :func:`numbaconv.activations.get`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32/float64 inputs compute and return in their own precision
+        (the wider of inputs and kernel); integer and bool inputs compute in
+        float32; float16 computes in float32 and returns float16.
+
+    Raises
+    ------
+    ValueError
+        Inconsistent shapes or arguments, naming the argument.
+    TypeError
+        Non-numeric arrays.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> x = np.ones((1, 5, 5, 1), np.float32)
+    >>> numbaconv.conv2d(x, np.ones((3, 3, 1, 1), np.float32), padding="same")[0, :, :, 0]
+    array([[4., 6., 6., 6., 4.],
+           [6., 9., 9., 9., 6.],
+           [6., 9., 9., 9., 6.],
+           [6., 9., 9., 9., 6.],
+           [4., 6., 6., 6., 4.]], dtype=float32)
+    """
+    x = as_float_array(inputs, "inputs")
+    w = as_float_array(kernel, "kernel")
+    arrays = [x, w]
+    if bias is not None:
+        bias = as_float_array(bias, "bias")
+        arrays.append(bias)
+    compute_dtype, result_dtype = compute_dtypes(*arrays)
+    spec = ConvSpec.from_arguments(x.shape, w.shape, strides, padding, data_format,
+                                   dilation_rate, compute_dtype.name)
+    if bias is not None and bias.shape != (spec.filters,):
+        raise ValueError(f"The `bias` argument must have shape (filters,) = ({spec.filters},). "
+                         f"Received bias.shape={bias.shape}")
+    activation = activations.get(activation)
+    out = convolve(spec, x, w, bias, activation, hot=_calls.seen_before(spec))
+    return out.astype(result_dtype, copy=False)
