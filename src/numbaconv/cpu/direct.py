@@ -116,7 +116,10 @@ _LOOP_NESTS = {"channels_last": _nhwc, "channels_first": _nchw}
 
 # Run-time geometry: compiled once per dtype/layout, cached on disk.
 _GENERIC = {layout: njit(parallel=True, cache=True)(nest) for layout, nest in _LOOP_NESTS.items()}
-_INLINABLE = {layout: njit(inline="always")(nest) for layout, nest in _LOOP_NESTS.items()}
+# Inlinable copies for the specialized closures.  Module globals, not closure
+# variables: Numba's disk cache can only key closures over plain values.
+_nhwc_inline = njit(inline="always")(_nhwc)
+_nchw_inline = njit(inline="always")(_nchw)
 
 #: Output pixels per register tile of the generic channels_last nest.
 GENERIC_TILE = 1
@@ -152,13 +155,17 @@ def specialized_kernel(spec, relu):
     the runner ignores its last two arguments: it serves only specs with the
     same :func:`kernel_arguments`.  Nothing is compiled until the first call.
     """
-    nest = _INLINABLE[spec.data_format]
     KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW = kernel_arguments(spec, SPECIALIZED_TILE)
     RELU = bool(relu)
 
-    @njit(parallel=True, cache=True)
-    def compiled(x, w, b, out):
-        nest(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU)
+    if spec.data_format == "channels_last":
+        @njit(parallel=True, cache=True)
+        def compiled(x, w, b, out):
+            _nhwc_inline(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU)
+    else:
+        @njit(parallel=True, cache=True)
+        def compiled(x, w, b, out):
+            _nchw_inline(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU)
 
     def run(x, w, b, out, spec, relu):
         compiled(x, w, b, out)
