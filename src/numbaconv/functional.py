@@ -96,6 +96,11 @@ def convolve(spec, x, kernel, bias, activation, hot):
     relu = _is_plain_relu(activation)
     if out.size == 0:
         return out
+    if spec.pads != ((0, 0), (0, 0)) and not np.isfinite(kernel).all():
+        # Kernels skip taps over padding; an inf/NaN weight must still meet the
+        # padded zeros (0 * inf = NaN), so pad explicitly in this rare case.
+        spec, widths = spec.padded()
+        x = np.pad(np.asarray(x, dtype=dtype), widths)
     x = np.ascontiguousarray(x, dtype=dtype)
     kernel = np.ascontiguousarray(kernel, dtype=dtype)
     b = (np.zeros(spec.filters, dtype=dtype) if bias is None

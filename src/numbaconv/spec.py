@@ -12,7 +12,7 @@ import json
 import math
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "ConvSpec",
@@ -263,6 +263,11 @@ class ConvSpec:
         else:
             batch, channels, height, width = input_shape
         kh, kw, kernel_channels, filters = kernel_shape
+        if channels <= 0:
+            raise ValueError(
+                f"The `inputs` argument must have at least one channel. Received inputs.shape="
+                f"{tuple(input_shape)} with data_format={data_format!r}"
+            )
         if min(kh, kw, kernel_channels, filters) <= 0:
             raise ValueError(
                 f"The `kernel` argument must have no zero-size axis. Received kernel.shape="
@@ -304,6 +309,16 @@ class ConvSpec:
                 f"(height, width)={(spec.height, spec.width)} with padding={padding!r}."
             )
         return spec
+
+    def padded(self):
+        """The same convolution on an explicitly zero-padded input: ``(spec, numpy pad widths)``."""
+        (top, bottom), (left, right) = self.pads
+        spatial = ((top, bottom), (left, right))
+        widths = (((0, 0),) + spatial + ((0, 0),) if self.data_format == "channels_last"
+                  else ((0, 0), (0, 0)) + spatial)
+        spec = replace(self, height=self.height + top + bottom, width=self.width + left + right,
+                       pads=((0, 0), (0, 0)))
+        return spec, widths
 
     @property
     def output_hw(self):

@@ -102,9 +102,13 @@ def _nchw(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
                     ow_lo, ow_hi = _valid_range(OW, W, SW, off_w)
                     weight = w[ki, kj, ic, f]
                     for oh in range(oh_lo, oh_hi):
-                        ih = oh * SH + off_h
-                        for ow in range(ow_lo, ow_hi):
-                            plane[oh, ow] += weight * x[n, c, ih, ow * SW + off_w]
+                        row = x[n, c, oh * SH + off_h]
+                        if SW == 1:  # contiguous: lets LLVM vectorize with run-time SW
+                            for ow in range(ow_lo, ow_hi):
+                                plane[oh, ow] += weight * row[ow + off_w]
+                        else:
+                            for ow in range(ow_lo, ow_hi):
+                                plane[oh, ow] += weight * row[ow * SW + off_w]
         if RELU:
             for oh in range(OH):
                 for ow in range(OW):
@@ -124,7 +128,7 @@ _nchw_inline = njit(inline="always")(_nchw)
 #: Output pixels per register tile of the generic channels_last nest.
 GENERIC_TILE = 1
 #: Output pixels per register tile of the specialized channels_last nest.
-SPECIALIZED_TILE = 2
+SPECIALIZED_TILE = 1
 
 
 def kernel_arguments(spec, tile):
