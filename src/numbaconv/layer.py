@@ -65,7 +65,9 @@ def _unique_name(base):
 
 
 def _snake_case(name):
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", re.sub(r"(\d)([A-Z])", r"\1_\2", name)).lower()
+    """``Conv2D`` -> ``conv2d``, ``MyConvLayer`` -> ``my_conv_layer`` (Keras's rule)."""
+    name = re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 class Conv2D:
@@ -141,7 +143,7 @@ class Conv2D:
         if not isinstance(filters, (int, np.integer)) or isinstance(filters, bool) \
                 or filters <= 0:
             raise ValueError("Invalid value for argument `filters`. Expected a strictly "
-                             f"positive integer. Received filters={filters!r}.")
+                             f"positive value. Received filters={filters!r}.")
         if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups <= 0:
             raise ValueError("The number of groups must be a positive integer. "
                              f"Received: groups={groups!r}.")
