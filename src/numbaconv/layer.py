@@ -8,12 +8,12 @@ the repeated-use object, it asks the dispatcher for specialized kernels.
 
 from __future__ import annotations
 
-import re
 import threading
 
 import numpy as np
 
 from . import activations, constraints, initializers, regularizers
+from ._registry import to_snake_case
 from .functional import as_float_array, conv2d, convolve
 from .spec import (ConvSpec, output_length, standardize_data_format, standardize_padding,
                    standardize_tuple)
@@ -62,12 +62,6 @@ def _unique_name(base):
         count = _name_counts.get(base, 0)
         _name_counts[base] = count + 1
     return base if count == 0 else f"{base}_{count}"
-
-
-def _snake_case(name):
-    """``Conv2D`` -> ``conv2d``, ``MyConvLayer`` -> ``my_conv_layer`` (Keras's rule)."""
-    name = re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 class Conv2D:
@@ -179,7 +173,7 @@ class Conv2D:
         self.kernel_constraint = constraints.get(kernel_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
         self._policy = _policy_name(dtype)
-        self.name = name if name is not None else _unique_name(_snake_case(type(self).__name__))
+        self.name = name if name is not None else _unique_name(to_snake_case(type(self).__name__))
         self._trainable = trainable
         self.built = False
         self._kernel = None

@@ -1,0 +1,259 @@
+"""Side-by-side benchmark: numbaconv against PyTorch and JAX on a standard layer suite.
+
+``python -m numbaconv.bench [--batch 1 8] [--repeats 7] [--json FILE] [--plot FILE]``
+
+Every layer is timed for each library in turn, interleaved round by round in
+one process, and the median is reported, so that a noisy shared machine
+affects all libraries alike.  Peers are optional: PyTorch (the better of NCHW
+and channels_last memory formats) and JAX (``lax.conv_general_dilated`` under
+``jit``) are used when importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .layer import Conv2D
+
+__all__ = ["SUITE", "Case", "run", "main"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One suite layer: ``filters`` ``kernel``×``kernel`` conv on ``size``² × ``channels``."""
+
+    name: str
+    size: int
+    channels: int
+    filters: int
+    kernel: int
+    strides: int = 1
+    dilation: int = 1
+    groups: int = 1
+    data_format: str = "channels_last"
+
+    def input_shape(self, batch):
+        if self.data_format == "channels_last":
+            return (batch, self.size, self.size, self.channels)
+        return (batch, self.channels, self.size, self.size)
+
+    def flops(self, batch):
+        out = -(-self.size // self.strides)
+        return (2 * batch * out * out * self.filters * (self.channels // self.groups)
+                * self.kernel ** 2)
+
+    def bytes_moved(self, batch):
+        """Minimum memory traffic (input + output + weights, float32)."""
+        out = -(-self.size // self.strides)
+        return 4 * (batch * (self.size ** 2 * self.channels + out ** 2 * self.filters)
+                    + self.kernel ** 2 * self.channels // self.groups * self.filters)
+
+
+#: The standard layer suite ("same" padding, float32).
+SUITE = (
+    Case("resnet50 stem 7x7/2", 224, 3, 64, 7, strides=2),
+    Case("resnet 3x3 56^2x64", 56, 64, 64, 3),
+    Case("resnet 1x1 56^2x64->256", 56, 64, 256, 1),
+    Case("resnet 3x3/2 56^2x128", 56, 128, 128, 3, strides=2),
+    Case("resnet 3x3 14^2x256", 14, 256, 256, 3),
+    Case("resnet 3x3 7^2x512", 7, 512, 512, 3),
+    Case("mbv2 dw 3x3 112^2x32", 112, 32, 32, 3, groups=32),
+    Case("mbv2 dw 3x3/2 112^2x96", 112, 96, 96, 3, strides=2, groups=96),
+    Case("mbv2 dw 3x3 14^2x576", 14, 576, 576, 3, groups=576),
+    Case("resnext 3x3 g32 56^2x128", 56, 128, 128, 3, groups=32),
+    Case("deeplab 3x3 d6 32^2x256", 32, 256, 256, 3, dilation=6),
+    Case("resnet 3x3 56^2x64 NCHW", 56, 64, 64, 3, data_format="channels_first"),
+)
+
+
+def _numbaconv_runner(case, x, kernel):
+    layer = Conv2D(case.filters, case.kernel, strides=case.strides, padding="same",
+                   dilation_rate=case.dilation, groups=case.groups,
+                   data_format=case.data_format, use_bias=False)
+    layer.build(x.shape)
+    layer.set_weights([kernel])
+    return lambda: layer(x)
+
+
+def _torch_runner(case, x, kernel):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_grad_enabled(False)
+    xt = torch.from_numpy(np.ascontiguousarray(
+        x if case.data_format == "channels_first" else x.transpose(0, 3, 1, 2)))
+    wt = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+    # TF "same" padding can be asymmetric: torch's padding="same" handles stride 1 only.
+    pads = [_same(case.size, case.kernel, case.strides, case.dilation)] * 2
+    runners = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        xm, wm = xt.contiguous(memory_format=memory_format), wt.contiguous(
+            memory_format=memory_format)
+
+        def run(xm=xm, wm=wm):
+            padded = torch.nn.functional.pad(xm, (*pads[1], *pads[0]))
+            return torch.nn.functional.conv2d(padded, wm, stride=case.strides,
+                                              dilation=case.dilation, groups=case.groups)
+        runners.append(run)
+    # Keep the faster memory format (judged on a few calls).
+    return min(runners, key=lambda fn: _median_time(fn, 3))
+
+
+def _jax_runner(case, x, kernel):
+    try:
+        import jax
+    except ImportError:
+        return None
+    layout = ("NHWC", "HWIO", "NHWC") if case.data_format == "channels_last" else (
+        "NCHW", "HWIO", "NCHW")
+    xj, wj = jax.device_put(x), jax.device_put(kernel)
+    fn = jax.jit(lambda a, b: jax.lax.conv_general_dilated(
+        a, b, (case.strides,) * 2, "SAME", rhs_dilation=(case.dilation,) * 2,
+        dimension_numbers=layout, feature_group_count=case.groups))
+    return lambda: fn(xj, wj).block_until_ready()
+
+
+def _same(size, kernel, stride, dilation):
+    from .spec import same_padding
+    return same_padding(size, kernel, stride, dilation)
+
+
+def _median_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def sgemm_gflops(n=2048, repeats=5):
+    """The machine's practical float32 ceiling: a square matrix product (PyTorch if present)."""
+    try:
+        import torch
+        a, b = torch.rand(n, n), torch.rand(n, n)
+        fn = lambda: torch.mm(a, b)  # noqa: E731
+    except ImportError:
+        a = np.random.rand(n, n).astype(np.float32)
+        b = np.random.rand(n, n).astype(np.float32)
+        fn = lambda: a @ b  # noqa: E731
+    fn()
+    return 2 * n ** 3 / _median_time(fn, repeats) / 1e9
+
+
+PEERS = {"numbaconv": _numbaconv_runner, "torch": _torch_runner, "jax": _jax_runner}
+
+
+def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.stdout):
+    """Time every case for numbaconv and each available peer; print a table.
+
+    Returns
+    -------
+    dict
+        ``{"sgemm_gflops": float, "rows": [...], "geomean": {peer: ratio}}``; each
+        row holds the case, batch, and GFLOP/s (and GB/s) per library.
+    """
+    rng = np.random.default_rng(0)
+    libraries = ("numbaconv",) + tuple(peers)
+    ceiling = sgemm_gflops()
+    print(f"sgemm ceiling: {ceiling:.0f} GFLOP/s", file=out)
+    header = f"{'layer':28s} {'N':>2s} " + " ".join(f"{name:>10s}" for name in libraries)
+    header += "".join(f" {'vs ' + p:>9s}" for p in peers)
+    print(header + "   (GFLOP/s)", file=out)
+    rows = []
+    for case in cases:
+        for batch in batches:
+            x = rng.random(case.input_shape(batch), dtype=np.float32)
+            kernel = rng.standard_normal(
+                (case.kernel, case.kernel, case.channels // case.groups, case.filters),
+                dtype=np.float32) * 0.1
+            runners = {}
+            for name in libraries:
+                runner = PEERS[name](case, x, kernel)
+                if runner is not None:
+                    runner()  # compile / warm up
+                    runners[name] = runner
+            times = {name: [] for name in runners}
+            for _ in range(repeats):  # interleaved rounds
+                for name, runner in runners.items():
+                    start = time.perf_counter()
+                    runner()
+                    times[name].append(time.perf_counter() - start)
+            flops = case.flops(batch)
+            gflops = {name: flops / float(np.median(t)) / 1e9 for name, t in times.items()}
+            row = {"case": asdict(case), "batch": batch, "gflops": gflops,
+                   "numbaconv_gbs": case.bytes_moved(batch) / float(
+                       np.median(times["numbaconv"])) / 1e9}
+            rows.append(row)
+            line = f"{case.name:28s} {batch:2d} " + " ".join(
+                f"{gflops[name]:10.1f}" if name in gflops else f"{'-':>10s}"
+                for name in libraries)
+            line += "".join(
+                f" {gflops['numbaconv'] / gflops[p]:8.2f}x" if p in gflops else f" {'-':>9s}"
+                for p in peers)
+            if case.groups == case.channels:
+                line += f"   ({row['numbaconv_gbs']:.1f} GB/s)"
+            print(line, file=out, flush=True)
+    geomean = {}
+    for peer in peers:
+        ratios = [r["gflops"]["numbaconv"] / r["gflops"][peer] for r in rows
+                  if peer in r["gflops"]]
+        if ratios:
+            geomean[peer] = math.exp(sum(map(math.log, ratios)) / len(ratios))
+            print(f"geometric mean vs {peer}: {geomean[peer]:.2f}x", file=out)
+    return {"sgemm_gflops": ceiling, "rows": rows, "geomean": geomean}
+
+
+def _plot(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    libraries = sorted({name for row in rows for name in row["gflops"]},
+                       key=lambda n: n != "numbaconv")
+    labels = [f"{row['case']['name']} N={row['batch']}" for row in rows]
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.5))
+    height = 0.8 / len(libraries)
+    for i, name in enumerate(libraries):
+        ax.barh([j + i * height for j in range(len(rows))],
+                [row["gflops"].get(name, 0) for row in rows], height, label=name)
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(rows))], labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("GFLOP/s (float32)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m numbaconv.bench", description=__doc__)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--only", help="run the cases whose name contains this text")
+    parser.add_argument("--peers", nargs="*", default=["torch", "jax"])
+    parser.add_argument("--json", help="write the numbers to this file")
+    parser.add_argument("--plot", help="save a bar chart to this file (needs matplotlib)")
+    args = parser.parse_args(argv)
+    cases = [c for c in SUITE if args.only is None or args.only in c.name]
+    result = run(cases, tuple(args.batch), args.repeats, tuple(args.peers))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if args.plot:
+        _plot(result, args.plot)
+    return result
+
+
+if __name__ == "__main__":
+    main()
