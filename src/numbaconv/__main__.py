@@ -7,16 +7,7 @@ import time
 import numpy as np
 
 from . import Conv2D, __version__, conv2d, kernel_cache_info
-
-
-def _time(fn, repeats=5):
-    """Median wall time of ``fn()`` in seconds (after the first call)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from .bench import median_time
 
 
 def main():
@@ -53,7 +44,7 @@ def main():
         start = time.perf_counter()
         out = layer(data)
         first = time.perf_counter() - start
-        seconds = _time(lambda: layer(data))
+        seconds = median_time(lambda: layer(data), 5)
         flops = layer._spec(data.shape).flops
         print(f"{label:40s} {str(out.shape):>20s} {first:10.2f}s {seconds * 1e3:7.2f}ms "
               f"{flops / seconds / 1e9:8.1f}")

@@ -22,7 +22,7 @@ import numpy as np
 
 from .layer import Conv2D
 
-__all__ = ["SUITE", "Case", "run", "main"]
+__all__ = ["SUITE", "Case", "run", "main", "median_time", "sgemm_gflops"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _torch_runner(case, x, kernel):
                                               dilation=case.dilation, groups=case.groups)
         runners.append(run)
     # Keep the faster memory format (judged on a few calls).
-    return min(runners, key=lambda fn: _median_time(fn, 3))
+    return min(runners, key=lambda fn: median_time(fn, 3))
 
 
 def _jax_runner(case, x, kernel):
@@ -126,7 +126,8 @@ def _same(size, kernel, stride, dilation):
     return same_padding(size, kernel, stride, dilation)
 
 
-def _median_time(fn, repeats):
+def median_time(fn, repeats):
+    """Median wall time of ``repeats`` calls of ``fn()``, in seconds."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -146,7 +147,7 @@ def sgemm_gflops(n=2048, repeats=5):
         b = np.random.rand(n, n).astype(np.float32)
         fn = lambda: a @ b  # noqa: E731
     fn()
-    return 2 * n ** 3 / _median_time(fn, repeats) / 1e9
+    return 2 * n ** 3 / median_time(fn, repeats) / 1e9
 
 
 PEERS = {"numbaconv": _numbaconv_runner, "torch": _torch_runner, "jax": _jax_runner}
