@@ -1,9 +1,9 @@
 """Which kernel runs a given spec: an ordered table, first applicable entry wins.
 
 The table is the single place that knows every implementation (in the manner
-of oneDNN's ``cpu_convolution_list.cpp``).  Each entry says when it applies,
-what part of the spec its compiled code depends on (the cache key), and how
-to build it.  A runner has the uniform signature ``run(x, w, b, out, spec, relu)``.
+of oneDNN's ``cpu_convolution_list.cpp``): each entry names a loop nest and
+says when it applies.  A runner has the uniform signature
+``run(x, w, b, out, spec, relu)``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ if _policy not in _POLICIES:
 
 #: Under the "auto" policy, problems below this many FLOPs never specialize:
 #: ~1 s of compilation cannot pay off on them.
-SPECIALIZE_MIN_FLOPS = 20_000_000
+SPECIALIZE_MIN_FLOPS = 2_000_000
 
 
 def set_specialization(policy):
@@ -59,43 +59,40 @@ def _wants_specialized(spec, hot):
 
 @dataclass(frozen=True)
 class Implementation:
-    """One row of the dispatch table.
+    """One row of the dispatch table: an algorithm and when it applies.
 
     Attributes
     ----------
     name : str
+        Public name, reported by :func:`select`.
+    nest : str
+        The loop nest in :mod:`numbaconv.cpu.direct` that implements it.
     applies : callable
-        ``applies(spec, hot) -> bool``; ``hot`` says the caller expects to run
-        this configuration repeatedly (a layer, or a repeated ``conv2d``).
-    key : callable
-        ``key(spec, relu) -> tuple``: everything the compiled code depends on.
-    build : callable
-        ``build(spec, relu) -> run(x, w, b, out, spec, relu)``.
+        ``applies(spec) -> bool``.
     """
 
     name: str
+    nest: str
     applies: Callable
-    key: Callable
-    build: Callable
 
 
-def _specialized_key(spec, relu):
-    return (spec.data_format, spec.dtype, direct.kernel_arguments(spec, direct.SPECIALIZED_TILE),
-            bool(relu))
+def _depthwise_nhwc(spec):
+    return spec.data_format == "channels_last" and spec.in_channels == spec.groups > 1
 
 
 IMPLEMENTATIONS = (
-    Implementation("cpu.direct.specialized", lambda spec, hot: _wants_specialized(spec, hot),
-                   _specialized_key, direct.specialized_kernel),
-    # Geometry is a run-time argument, so one entry per layout serves every spec.
-    Implementation("cpu.direct.generic", lambda spec, hot: True,
-                   lambda spec, relu: (spec.data_format,),
-                   lambda spec, relu: direct.generic_kernel(spec.data_format)),
+    Implementation("cpu.depthwise", "nhwc_depthwise", _depthwise_nhwc),
+    Implementation("cpu.direct.nhwc", "nhwc", lambda spec: spec.data_format == "channels_last"),
+    Implementation("cpu.direct.nchw", "nchw", lambda spec: spec.data_format == "channels_first"),
 )
 
 
 def select(spec, relu, hot):
     """The runner for ``spec``: the first applicable implementation, from the cache.
+
+    Each implementation comes in two tiers: generic (one compiled kernel per
+    loop nest, geometry at run time) and specialized (geometry compiled in),
+    chosen by the specialization policy.
 
     Parameters
     ----------
@@ -108,12 +105,16 @@ def select(spec, relu, hot):
     Returns
     -------
     name : str
-        The implementation chosen.
+        The implementation and tier chosen, e.g. ``"cpu.direct.nhwc/specialized"``.
     run : callable
         ``run(x, w, b, out, spec, relu)``.
     """
-    for impl in IMPLEMENTATIONS:
-        if impl.applies(spec, hot):
-            key = ("cpu", impl.name, impl.key(spec, relu))
-            return impl.name, kernel_cache.get(key, lambda: impl.build(spec, relu))
-    raise AssertionError("the generic implementation applies to every spec")
+    impl = next(impl for impl in IMPLEMENTATIONS if impl.applies(spec))
+    if _wants_specialized(spec, hot):
+        key = ("cpu", impl.nest, "specialized",
+               direct.kernel_arguments(impl.nest, spec, True), bool(relu))
+        build = lambda: direct.specialized_kernel(impl.nest, spec, relu)  # noqa: E731
+    else:
+        key = ("cpu", impl.nest, "generic")
+        build = lambda: direct.generic_kernel(impl.nest)  # noqa: E731
+    return f"{impl.name}/{key[2]}", kernel_cache.get(key, build)

@@ -116,22 +116,91 @@ def _nchw(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
                         plane[oh, ow] = 0
 
 
-_LOOP_NESTS = {"channels_last": _nhwc, "channels_first": _nchw}
+def _nhwc_depthwise(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
+    """channels_last depthwise (``CIN == 1``): vectorized along the channels.
 
-# Run-time geometry: compiled once per dtype/layout, cached on disk.
-_GENERIC = {layout: njit(parallel=True, cache=True)(nest) for layout, nest in _LOOP_NESTS.items()}
+    Output channel ``c * COUT + m`` reads only input channel ``c``.  Each
+    output row (in cache) receives, tap by tap, a shifted input row times the
+    tap's channel vector — a long loop over pixels with the weights held in
+    registers and contiguous channel vectors inside.  It is memory-bound.
+    """
+    N, H, W = x.shape[0], x.shape[1], x.shape[2]
+    OH, OW, F = out.shape[1], out.shape[2], out.shape[3]
+    for task in prange(N * OH):
+        n = task // OH
+        oh = task - n * OH
+        ih0 = oh * SH - PT
+        ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
+        row = out[n, oh]
+        for ow in range(OW):
+            for f in range(F):
+                row[ow, f] = b[f]
+        if COUT == 1 and SW == 1:
+            # Unit stride: a run of TW pixels is one contiguous vector of
+            # TW * G values in input and output, so the innermost loop is long
+            # enough to vectorize even for few channels.  The taps are tiled
+            # TW times to match.
+            flat = row.reshape(OW * G)
+            span = TW * G
+            tiled = np.empty(span, dtype=out.dtype)
+            for ki in range(ki_lo, ki_hi):
+                source = x[n, ih0 + ki * DH].reshape(W * G)
+                for kj in range(KW):
+                    offset = kj * DW - PL
+                    ow_lo, ow_hi = _valid_range(OW, W, 1, offset)
+                    for i in range(span):
+                        tiled[i] = w[ki, kj, 0, i % G]
+                    for ow in range(ow_lo, ow_hi, TW):
+                        size = min(TW, ow_hi - ow) * G
+                        dst = flat[ow * G:ow * G + size]
+                        src = source[(ow + offset) * G:(ow + offset) * G + size]
+                        for i in range(size):
+                            dst[i] += src[i] * tiled[i]
+        else:
+            for ki in range(ki_lo, ki_hi):
+                source = x[n, ih0 + ki * DH]
+                for kj in range(KW):
+                    offset = kj * DW - PL
+                    ow_lo, ow_hi = _valid_range(OW, W, SW, offset)
+                    taps = w[ki, kj, 0]
+                    for ow in range(ow_lo, ow_hi):
+                        iw = ow * SW + offset
+                        for c in range(G):
+                            v = source[iw, c]
+                            for m in range(COUT):
+                                row[ow, c * COUT + m] += v * taps[c * COUT + m]
+        if RELU:
+            for ow in range(OW):
+                for f in range(F):
+                    if row[ow, f] < 0:
+                        row[ow, f] = 0
+
+
+#: The loop nests by name; a nest's index is its compile-time selector.
+NESTS = ("nhwc", "nchw", "nhwc_depthwise")
+_PY_NESTS = (_nhwc, _nchw, _nhwc_depthwise)
+
+# Run-time geometry: compiled once per nest and dtype, cached on disk.
+_GENERIC = {name: njit(parallel=True, cache=True)(nest) for name, nest in zip(NESTS, _PY_NESTS)}
 # Inlinable copies for the specialized closures.  Module globals, not closure
 # variables: Numba's disk cache can only key closures over plain values.
-_nhwc_inline = njit(inline="always")(_nhwc)
-_nchw_inline = njit(inline="always")(_nchw)
+_nhwc_inline, _nchw_inline, _nhwc_depthwise_inline = (njit(inline="always")(nest)
+                                                      for nest in _PY_NESTS)
 
-#: Output pixels per register tile of the generic channels_last nest.
-GENERIC_TILE = 1
 #: Output pixels per register tile of the specialized channels_last nest.
 SPECIALIZED_TILE = 1
+#: Values per innermost loop of the depthwise nest: long enough to vectorize.
+DEPTHWISE_SPAN = 128
 
 
-def kernel_arguments(spec, tile):
+def tile_width(nest, spec, specialized):
+    """Output pixels per tile for ``nest`` on ``spec``."""
+    if nest == "nhwc_depthwise":
+        return max(1, min(16, -(-DEPTHWISE_SPAN // spec.groups)))
+    return SPECIALIZED_TILE if specialized else 1
+
+
+def kernel_arguments(nest, spec, specialized):
     """The geometry integers of ``spec`` in loop-nest argument order (after the arrays)."""
     kh, kw = spec.kernel_size
     sh, sw = spec.strides
@@ -139,37 +208,40 @@ def kernel_arguments(spec, tile):
     cin = spec.in_channels // spec.groups
     cout = spec.filters // spec.groups
     return (kh, kw, sh, sw, dh, dw, spec.pads[0][0], spec.pads[1][0], spec.groups, cin, cout,
-            tile)
+            tile_width(nest, spec, specialized))
 
 
-def generic_kernel(data_format):
-    """A runner ``run(x, w, b, out, spec, relu)`` with run-time geometry for one layout."""
-    nest = _GENERIC[data_format]
+def generic_kernel(nest):
+    """A runner ``run(x, w, b, out, spec, relu)`` of loop nest ``nest`` with run-time geometry."""
+    compiled = _GENERIC[nest]
 
     def run(x, w, b, out, spec, relu):
-        nest(x, w, b, out, *kernel_arguments(spec, GENERIC_TILE), bool(relu))
+        compiled(x, w, b, out, *kernel_arguments(nest, spec, False), bool(relu))
 
     return run
 
 
-def specialized_kernel(spec, relu):
-    """A runner ``run(x, w, b, out, spec, relu)`` with ``spec``'s geometry compiled in.
+def specialized_kernel(nest, spec, relu):
+    """A runner ``run(x, w, b, out, spec, relu)`` of ``nest`` with ``spec``'s geometry compiled in.
 
     The geometry and ``relu`` (fused rectification) are closure constants, so
     the runner ignores its last two arguments: it serves only specs with the
     same :func:`kernel_arguments`.  Nothing is compiled until the first call.
     """
-    KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW = kernel_arguments(spec, SPECIALIZED_TILE)
+    NEST = NESTS.index(nest)
+    KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW = kernel_arguments(nest, spec, True)
     RELU = bool(relu)
 
-    if spec.data_format == "channels_last":
-        @njit(parallel=True, cache=True)
-        def compiled(x, w, b, out):
+    @njit(parallel=True, cache=True)
+    def compiled(x, w, b, out):
+        # NEST is a constant: Numba prunes the other branches before compiling.
+        if NEST == 0:
             _nhwc_inline(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU)
-    else:
-        @njit(parallel=True, cache=True)
-        def compiled(x, w, b, out):
+        elif NEST == 1:
             _nchw_inline(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU)
+        else:
+            _nhwc_depthwise_inline(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
+                                   TW, RELU)
 
     def run(x, w, b, out, spec, relu):
         compiled(x, w, b, out)
