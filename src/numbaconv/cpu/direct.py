@@ -75,45 +75,60 @@ def _nhwc(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
 
 
 def _nchw(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
-    """channels_first: (image, filter) planes in parallel, output columns innermost.
+    """channels_first: output rows of ``TW`` filters in parallel, output columns innermost.
 
-    Each filter's output plane stays in cache while every (input channel,
-    kernel tap) adds one shifted, scaled input plane to it — contiguous along
-    the width for unit stride, with no transposed copy of the input.
-    ``TW`` is unused here; it keeps one signature for both layouts.
+    A task owns one output row of a block of ``TW`` filters (one group) and
+    accumulates it in a small buffer; every input row it reads is used by
+    the ``TW`` filters at once, and the innermost loop runs along the row
+    (contiguous for unit stride), with no transposed copy of the input.
     """
     N, H, W = x.shape[0], x.shape[2], x.shape[3]
     F, OH, OW = out.shape[1], out.shape[2], out.shape[3]
-    for task in prange(N * F):
-        n = task // F
-        f = task - n * F
-        g = f // COUT
-        plane = out[n, f]
-        for oh in range(OH):
+    blocks = F // TW
+    for task in prange(N * blocks * OH):
+        n = task // (blocks * OH)
+        rest = task - n * blocks * OH
+        block = rest // OH
+        oh = rest - block * OH
+        f0 = block * TW
+        g = f0 // COUT
+        acc = np.empty((TW, OW), dtype=out.dtype)
+        weights = np.empty(TW, dtype=out.dtype)
+        for fo in range(TW):
             for ow in range(OW):
-                plane[oh, ow] = b[f]
+                acc[fo, ow] = b[f0 + fo]
+        ih0 = oh * SH - PT
+        ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
         for ic in range(CIN):
-            c = g * CIN + ic
-            for ki in range(KH):
-                off_h = ki * DH - PT
-                oh_lo, oh_hi = _valid_range(OH, H, SH, off_h)
+            for ki in range(ki_lo, ki_hi):
+                row = x[n, g * CIN + ic, ih0 + ki * DH]
                 for kj in range(KW):
-                    off_w = kj * DW - PL
-                    ow_lo, ow_hi = _valid_range(OW, W, SW, off_w)
-                    weight = w[ki, kj, ic, f]
-                    for oh in range(oh_lo, oh_hi):
-                        row = x[n, c, oh * SH + off_h]
-                        if SW == 1:  # contiguous: lets LLVM vectorize with run-time SW
-                            for ow in range(ow_lo, ow_hi):
-                                plane[oh, ow] += weight * row[ow + off_w]
-                        else:
-                            for ow in range(ow_lo, ow_hi):
-                                plane[oh, ow] += weight * row[ow * SW + off_w]
-        if RELU:
-            for oh in range(OH):
-                for ow in range(OW):
-                    if plane[oh, ow] < 0:
-                        plane[oh, ow] = 0
+                    offset = kj * DW - PL
+                    ow_lo, ow_hi = _valid_range(OW, W, SW, offset)
+                    if ow_hi <= ow_lo:
+                        continue
+                    for fo in range(TW):
+                        weights[fo] = w[ki, kj, ic, f0 + fo]
+                    # Slices start at the first valid column so the loop index
+                    # is provably non-negative (no wraparound check).
+                    if SW == 1:
+                        contiguous = row[ow_lo + offset:ow_hi + offset]
+                        for i in range(ow_hi - ow_lo):
+                            v = contiguous[i]
+                            for fo in range(TW):
+                                acc[fo, ow_lo + i] += weights[fo] * v
+                    else:
+                        strided = row[ow_lo * SW + offset:(ow_hi - 1) * SW + offset + 1:SW]
+                        for i in range(ow_hi - ow_lo):
+                            v = strided[i]
+                            for fo in range(TW):
+                                acc[fo, ow_lo + i] += weights[fo] * v
+        for fo in range(TW):
+            for ow in range(OW):
+                value = acc[fo, ow]
+                if RELU and value < 0:
+                    value = 0
+                out[n, f0 + fo, oh, ow] = value
 
 
 def _nhwc_depthwise(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
@@ -187,7 +202,7 @@ _GENERIC = {name: njit(parallel=True, cache=True)(nest) for name, nest in zip(NE
 _nhwc_inline, _nchw_inline, _nhwc_depthwise_inline = (njit(inline="always")(nest)
                                                       for nest in _PY_NESTS)
 
-#: Output pixels per register tile of the specialized channels_last nest.
+#: Output pixels per tile of the specialized channels_last nest.
 SPECIALIZED_TILE = 1
 #: Values per innermost loop of the depthwise nest: long enough to vectorize.
 DEPTHWISE_SPAN = 128
@@ -197,6 +212,9 @@ def tile_width(nest, spec, specialized):
     """Output pixels per tile for ``nest`` on ``spec``."""
     if nest == "nhwc_depthwise":
         return max(1, min(16, -(-DEPTHWISE_SPAN // spec.groups)))
+    if nest == "nchw":  # filters per block: a divisor of the group's filters
+        cout = spec.filters // spec.groups
+        return next(block for block in (8, 4, 2, 1) if cout % block == 0)
     return SPECIALIZED_TILE if specialized else 1
 
 
