@@ -82,7 +82,9 @@ def _depthwise_nhwc(spec):
 
 IMPLEMENTATIONS = (
     Implementation("cpu.depthwise", "nhwc_depthwise", _depthwise_nhwc),
-    Implementation("cpu.direct.nhwc", "nhwc", lambda spec: spec.data_format == "channels_last"),
+    Implementation("cpu.dense.nhwc", "nhwc_dense",
+                   lambda spec: spec.data_format == "channels_last" and spec.groups == 1),
+    Implementation("cpu.grouped.nhwc", "nhwc", lambda spec: spec.data_format == "channels_last"),
     Implementation("cpu.direct.nchw", "nchw", lambda spec: spec.data_format == "channels_first"),
 )
 
@@ -112,7 +114,7 @@ def select(spec, relu, hot):
     impl = next(impl for impl in IMPLEMENTATIONS if impl.applies(spec))
     if _wants_specialized(spec, hot):
         key = ("cpu", impl.nest, "specialized",
-               direct.kernel_arguments(impl.nest, spec, True), bool(relu))
+               direct.kernel_arguments(impl.nest, spec), bool(relu))
         build = lambda: direct.specialized_kernel(impl.nest, spec, relu)  # noqa: E731
     else:
         key = ("cpu", impl.nest, "generic")

@@ -1,14 +1,19 @@
-"""Direct convolution loop nests for the CPU, one per layout.
+"""Direct convolution loop nests for the CPU.
 
-Each loop nest is written once as plain Python and used two ways:
+Each nest is written once, as the body of one parallel task (one output row,
+or one row of a filter block), and driven two ways:
 
-* **generic** — compiled as is with run-time geometry: one compilation per
-  dtype and layout (cached on disk by Numba), serving one-off calls and any
+* **generic** — geometry passed at run time: one compilation per nest and
+  dtype (cached on disk by Numba), serving one-off calls and any
   configuration without further compile cost;
-* **specialized** — inlined into a small closure whose geometry (kernel size,
+* **specialized** — the driver is a closure whose geometry (kernel size,
   strides, dilation, padding, channel counts, tile width) are closure
-  constants, which lets LLVM unroll and vectorize with known trip counts
-  (several times faster, at ~1 s of compilation per configuration).
+  constants, referenced inside the parallel loop, so LLVM sees them as
+  constants in the loop body: known trip counts, unrolled and vectorized
+  tiles (several times faster, at ~1-2 s of compilation per configuration).
+  Values computed *outside* a ``prange`` loop reach its body as run-time
+  parameters, which is why the task bodies derive everything they need
+  themselves.
 
 The nests assume what :mod:`numbaconv.functional` guarantees: C-contiguous
 arrays of one float dtype, shapes consistent with a validated
@@ -21,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["generic_kernel", "specialized_kernel"]
+__all__ = ["NESTS", "generic_kernel", "specialized_kernel", "pack_weights", "task_count"]
 
 
 @njit(inline="always")
@@ -33,208 +38,367 @@ def _valid_range(count, size, stride, offset):
     return lo, max(lo, min(hi, count))
 
 
-def _nhwc(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
-    """channels_last: rows of output pixels in parallel, output channels innermost.
+def _grouped_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
+    """channels_last, any groups: one output row, output channels innermost.
 
     A tile of ``TW`` output pixels × all filters is accumulated in a local
     buffer so each input value loaded feeds ``COUT`` contiguous multiply-adds.
     """
-    N, H, W = x.shape[0], x.shape[1], x.shape[2]
-    OH, OW, F = out.shape[1], out.shape[2], out.shape[3]
-    tiles = (OW + TW - 1) // TW
-    for task in prange(N * OH):
-        n = task // OH
-        oh = task - n * OH
-        ih0 = oh * SH - PT
-        ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
-        acc = np.empty((TW, F), dtype=out.dtype)
-        for t in range(tiles):
-            ow0 = t * TW
-            width = min(TW, OW - ow0)
-            for p in range(TW):
-                for f in range(F):
-                    acc[p, f] = b[f]
-            for ki in range(ki_lo, ki_hi):
-                ih = ih0 + ki * DH
-                for p in range(width):
-                    iw0 = (ow0 + p) * SW - PL
-                    kj_lo, kj_hi = _valid_range(KW, W, DW, iw0)
-                    for kj in range(kj_lo, kj_hi):
-                        iw = iw0 + kj * DW
-                        for g in range(G):
-                            for ic in range(CIN):
-                                v = x[n, ih, iw, g * CIN + ic]
-                                for oc in range(COUT):
-                                    acc[p, g * COUT + oc] += v * w[ki, kj, ic, g * COUT + oc]
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = out.shape[1], out.shape[2]
+    F = G * COUT
+    n = task // OH
+    oh = task - n * OH
+    ih0 = oh * SH - PT
+    ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
+    acc = np.empty((TW, F), dtype=out.dtype)
+    for ow0 in range(0, OW, TW):
+        width = min(TW, OW - ow0)
+        for p in range(TW):
+            for f in range(F):
+                acc[p, f] = b[f]
+        for ki in range(ki_lo, ki_hi):
+            ih = ih0 + ki * DH
             for p in range(width):
-                for f in range(F):
-                    value = acc[p, f]
-                    if RELU and value < 0:
-                        value = 0
-                    out[n, oh, ow0 + p, f] = value
-
-
-def _nchw(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
-    """channels_first: output rows of ``TW`` filters in parallel, output columns innermost.
-
-    A task owns one output row of a block of ``TW`` filters (one group) and
-    accumulates it in a small buffer; every input row it reads is used by
-    the ``TW`` filters at once, and the innermost loop runs along the row
-    (contiguous for unit stride), with no transposed copy of the input.
-    """
-    N, H, W = x.shape[0], x.shape[2], x.shape[3]
-    F, OH, OW = out.shape[1], out.shape[2], out.shape[3]
-    blocks = F // TW
-    for task in prange(N * blocks * OH):
-        n = task // (blocks * OH)
-        rest = task - n * blocks * OH
-        block = rest // OH
-        oh = rest - block * OH
-        f0 = block * TW
-        g = f0 // COUT
-        acc = np.empty((TW, OW), dtype=out.dtype)
-        weights = np.empty(TW, dtype=out.dtype)
-        for fo in range(TW):
-            for ow in range(OW):
-                acc[fo, ow] = b[f0 + fo]
-        ih0 = oh * SH - PT
-        ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
-        for ic in range(CIN):
-            for ki in range(ki_lo, ki_hi):
-                row = x[n, g * CIN + ic, ih0 + ki * DH]
-                for kj in range(KW):
-                    offset = kj * DW - PL
-                    ow_lo, ow_hi = _valid_range(OW, W, SW, offset)
-                    if ow_hi <= ow_lo:
-                        continue
-                    for fo in range(TW):
-                        weights[fo] = w[ki, kj, ic, f0 + fo]
-                    # Slices start at the first valid column so the loop index
-                    # is provably non-negative (no wraparound check).
-                    if SW == 1:
-                        contiguous = row[ow_lo + offset:ow_hi + offset]
-                        for i in range(ow_hi - ow_lo):
-                            v = contiguous[i]
-                            for fo in range(TW):
-                                acc[fo, ow_lo + i] += weights[fo] * v
-                    else:
-                        strided = row[ow_lo * SW + offset:(ow_hi - 1) * SW + offset + 1:SW]
-                        for i in range(ow_hi - ow_lo):
-                            v = strided[i]
-                            for fo in range(TW):
-                                acc[fo, ow_lo + i] += weights[fo] * v
-        for fo in range(TW):
-            for ow in range(OW):
-                value = acc[fo, ow]
+                iw0 = (ow0 + p) * SW - PL
+                kj_lo, kj_hi = _valid_range(KW, W, DW, iw0)
+                for kj in range(kj_lo, kj_hi):
+                    iw = iw0 + kj * DW
+                    for g in range(G):
+                        for ic in range(CIN):
+                            v = x[n, ih, iw, g * CIN + ic]
+                            for oc in range(COUT):
+                                acc[p, g * COUT + oc] += v * w[ki, kj, ic, g * COUT + oc]
+        for p in range(width):
+            for f in range(F):
+                value = acc[p, f]
                 if RELU and value < 0:
                     value = 0
-                out[n, f0 + fo, oh, ow] = value
+                out[n, oh, ow0 + p, f] = value
 
 
-def _nhwc_depthwise(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
-    """channels_last depthwise (``CIN == 1``): vectorized along the channels.
+@njit(inline="always")
+def dense_block(filters):
+    """Filters per block of the dense nest: 64 (four AVX-512 vectors) when they divide."""
+    return 64 if filters % 64 == 0 else filters
 
-    Output channel ``c * COUT + m`` reads only input channel ``c``.  Each
-    output row (in cache) receives, tap by tap, a shifted input row times the
-    tap's channel vector — a long loop over pixels with the weights held in
-    registers and contiguous channel vectors inside.  It is memory-bound.
+
+def pack_weights(nest, kernel):
+    """``kernel`` in the order ``nest`` reads it (a new array; the input is untouched).
+
+    The dense nest reads ``(F // OCB, kh, kw, CIN, OCB)`` blocks; the other
+    nests read the Keras layout as is.
     """
-    N, H, W = x.shape[0], x.shape[1], x.shape[2]
-    OH, OW, F = out.shape[1], out.shape[2], out.shape[3]
-    for task in prange(N * OH):
-        n = task // OH
-        oh = task - n * OH
-        ih0 = oh * SH - PT
-        ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
-        row = out[n, oh]
+    if nest != "nhwc_dense":
+        return kernel
+    kh, kw, cin, filters = kernel.shape
+    block = dense_block(filters)
+    return np.ascontiguousarray(
+        kernel.reshape(kh, kw, cin, filters // block, block).transpose(3, 0, 1, 2, 4))
+
+
+@njit(inline="always")
+def _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, iw0, kj_lo, kj_hi, oc0, P, OCB,
+                     SW, DH, DW, CIN):
+    """``acc = bias + x · w[blk]`` for ``P`` pixels from column ``iw0`` × ``OCB`` filters.
+
+    ``w[blk]`` is one packed filter block, ``(kh, kw, CIN, OCB)``.  The
+    innermost loop runs over its ``OCB`` contiguous filters with the input
+    value broadcast; the ``P`` pixels share every weight vector loaded.
+    """
+    for p in range(P):
+        for o in range(OCB):
+            acc[p * OCB + o] = b[oc0 + o]
+    for ki in range(ki_lo, ki_hi):
+        ih = ih0 + ki * DH
+        for kj in range(kj_lo, kj_hi):
+            iw = iw0 + kj * DW
+            for ic in range(CIN):
+                for p in range(P):
+                    v = x[n, ih, iw + p * SW, ic]
+                    for o in range(OCB):
+                        acc[p * OCB + o] += v * w[blk, ki, kj, ic, o]
+
+
+@njit(inline="always")
+def _store_tile(out, acc, n, oh, ow, oc0, P, OCB, RELU):
+    """Write ``P`` pixels × ``OCB`` filters of ``acc`` to ``out``, rectified if ``RELU``."""
+    for p in range(P):
+        for o in range(OCB):
+            value = acc[p * OCB + o]
+            if RELU and value < 0:
+                value = 0
+            out[n, oh, ow + p, oc0 + o] = value
+
+
+@njit(inline="always")
+def _dense_row(task, OH, COUT):
+    """``(n, oh, blk, OCB)`` of a dense task: rows of output pixels × filter blocks."""
+    OCB = dense_block(COUT)
+    blocks = COUT // OCB
+    row = task // blocks
+    blk = task - row * blocks
+    n = row // OH
+    return n, row - n * OH, blk, OCB
+
+
+@njit(inline="always")
+def _dense_interior(OW, W, KW, SW, DW, PL, TW):
+    """First column and number of ``TW``-pixel tiles whose windows lie inside the input."""
+    lo = min(OW, (PL + SW - 1) // SW)
+    hi = max(lo, min(OW, (W - 1 - (KW - 1) * DW + PL) // SW + 1))
+    return lo, (hi - lo) // TW
+
+
+def _dense_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
+    """channels_last, one group: the interior tiles of one output row × one 64-filter block.
+
+    ``w`` is packed by :func:`pack_weights`.  Each tile of ``TW`` pixels
+    runs the full window, the pixels sharing every weight vector loaded and
+    the filters innermost.  Border pixels are left to :func:`_dense_edge_task`,
+    which runs as a separate parallel loop: sharing a loop body with them
+    keeps LLVM from holding the tile in registers.
+    """
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = out.shape[1], out.shape[2]
+    n, oh, blk, OCB = _dense_row(task, OH, COUT)
+    oc0 = blk * OCB
+    ih0 = oh * SH - PT
+    ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
+    inner_lo, tiles = _dense_interior(OW, W, KW, SW, DW, PL, TW)
+    acc = np.empty(TW * OCB, dtype=out.dtype)
+    for t in range(tiles):
+        ow = inner_lo + t * TW
+        _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, ow * SW - PL, 0, KW, oc0,
+                         TW, OCB, SW, DH, DW, CIN)
+        _store_tile(out, acc, n, oh, ow, oc0, TW, OCB, RELU)
+
+
+def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
+                     RELU):
+    """The pixels of one output row × filter block that :func:`_dense_task` leaves: window clipped."""
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = out.shape[1], out.shape[2]
+    n, oh, blk, OCB = _dense_row(task, OH, COUT)
+    oc0 = blk * OCB
+    ih0 = oh * SH - PT
+    ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
+    inner_lo, tiles = _dense_interior(OW, W, KW, SW, DW, PL, TW)
+    acc = np.empty(OCB, dtype=out.dtype)
+    for ow in range(OW):
+        if inner_lo <= ow < inner_lo + tiles * TW:
+            continue
+        iw0 = ow * SW - PL
+        kj_lo, kj_hi = _valid_range(KW, W, DW, iw0)
+        _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, iw0, kj_lo, kj_hi, oc0, 1,
+                         OCB, SW, DH, DW, CIN)
+        _store_tile(out, acc, n, oh, ow, oc0, 1, OCB, RELU)
+
+
+def _nchw_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
+    """channels_first: one output row of a block of ``TW`` filters (one group).
+
+    The row is accumulated in a small buffer; every input row read is used
+    by the ``TW`` filters at once, and the innermost loop runs along the row
+    (contiguous for unit stride), with no transposed copy of the input.
+    """
+    H, W = x.shape[2], x.shape[3]
+    OH, OW = out.shape[2], out.shape[3]
+    blocks = G * COUT // TW
+    n = task // (blocks * OH)
+    rest = task - n * blocks * OH
+    block = rest // OH
+    oh = rest - block * OH
+    f0 = block * TW
+    g = f0 // COUT
+    acc = np.empty((TW, OW), dtype=out.dtype)
+    weights = np.empty(TW, dtype=out.dtype)
+    for fo in range(TW):
+        for ow in range(OW):
+            acc[fo, ow] = b[f0 + fo]
+    ih0 = oh * SH - PT
+    ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
+    for ic in range(CIN):
+        for ki in range(ki_lo, ki_hi):
+            row = x[n, g * CIN + ic, ih0 + ki * DH]
+            for kj in range(KW):
+                offset = kj * DW - PL
+                ow_lo, ow_hi = _valid_range(OW, W, SW, offset)
+                if ow_hi <= ow_lo:
+                    continue
+                for fo in range(TW):
+                    weights[fo] = w[ki, kj, ic, f0 + fo]
+                # Slices start at the first valid column so the loop index
+                # is provably non-negative (no wraparound check).
+                if SW == 1:
+                    contiguous = row[ow_lo + offset:ow_hi + offset]
+                    for i in range(ow_hi - ow_lo):
+                        v = contiguous[i]
+                        for fo in range(TW):
+                            acc[fo, ow_lo + i] += weights[fo] * v
+                else:
+                    strided = row[ow_lo * SW + offset:(ow_hi - 1) * SW + offset + 1:SW]
+                    for i in range(ow_hi - ow_lo):
+                        v = strided[i]
+                        for fo in range(TW):
+                            acc[fo, ow_lo + i] += weights[fo] * v
+    for fo in range(TW):
+        for ow in range(OW):
+            value = acc[fo, ow]
+            if RELU and value < 0:
+                value = 0
+            out[n, f0 + fo, oh, ow] = value
+
+
+def _depthwise_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
+                    RELU):
+    """channels_last depthwise (``CIN == 1``): one output row, vectorized along channels.
+
+    Output channel ``c * COUT + m`` reads only input channel ``c``.  The
+    output row (in cache) receives, tap by tap, a shifted input row times
+    the tap's channel vector.  It is memory-bound.
+    """
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = out.shape[1], out.shape[2]
+    F = G * COUT
+    n = task // OH
+    oh = task - n * OH
+    ih0 = oh * SH - PT
+    ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
+    row = out[n, oh]
+    for ow in range(OW):
+        for f in range(F):
+            row[ow, f] = b[f]
+    if COUT == 1 and SW == 1:
+        # Unit stride: a run of TW pixels is one contiguous vector of TW * G
+        # values in input and output, long enough to vectorize even for few
+        # channels.  The taps are tiled TW times to match.
+        flat = row.reshape(OW * G)
+        span = TW * G
+        tiled = np.empty(span, dtype=out.dtype)
+        for ki in range(ki_lo, ki_hi):
+            source = x[n, ih0 + ki * DH].reshape(W * G)
+            for kj in range(KW):
+                offset = kj * DW - PL
+                ow_lo, ow_hi = _valid_range(OW, W, 1, offset)
+                for i in range(span):
+                    tiled[i] = w[ki, kj, 0, i % G]
+                for ow in range(ow_lo, ow_hi, TW):
+                    size = min(TW, ow_hi - ow) * G
+                    dst = flat[ow * G:ow * G + size]
+                    src = source[(ow + offset) * G:(ow + offset) * G + size]
+                    for i in range(size):
+                        dst[i] += src[i] * tiled[i]
+    else:
+        for ki in range(ki_lo, ki_hi):
+            source = x[n, ih0 + ki * DH]
+            for kj in range(KW):
+                offset = kj * DW - PL
+                ow_lo, ow_hi = _valid_range(OW, W, SW, offset)
+                taps = w[ki, kj, 0]
+                for ow in range(ow_lo, ow_hi):
+                    iw = ow * SW + offset
+                    for c in range(G):
+                        v = source[iw, c]
+                        for m in range(COUT):
+                            row[ow, c * COUT + m] += v * taps[c * COUT + m]
+    if RELU:
         for ow in range(OW):
             for f in range(F):
-                row[ow, f] = b[f]
-        if COUT == 1 and SW == 1:
-            # Unit stride: a run of TW pixels is one contiguous vector of
-            # TW * G values in input and output, so the innermost loop is long
-            # enough to vectorize even for few channels.  The taps are tiled
-            # TW times to match.
-            flat = row.reshape(OW * G)
-            span = TW * G
-            tiled = np.empty(span, dtype=out.dtype)
-            for ki in range(ki_lo, ki_hi):
-                source = x[n, ih0 + ki * DH].reshape(W * G)
-                for kj in range(KW):
-                    offset = kj * DW - PL
-                    ow_lo, ow_hi = _valid_range(OW, W, 1, offset)
-                    for i in range(span):
-                        tiled[i] = w[ki, kj, 0, i % G]
-                    for ow in range(ow_lo, ow_hi, TW):
-                        size = min(TW, ow_hi - ow) * G
-                        dst = flat[ow * G:ow * G + size]
-                        src = source[(ow + offset) * G:(ow + offset) * G + size]
-                        for i in range(size):
-                            dst[i] += src[i] * tiled[i]
+                if row[ow, f] < 0:
+                    row[ow, f] = 0
+
+
+#: The nests by name, in the order of their compile-time selector.
+NESTS = ("nhwc", "nchw", "nhwc_depthwise", "nhwc_dense")
+# Inlined into the drivers.  Module globals, not closure variables: Numba's
+# disk cache can only key closures over plain values.
+_grouped, _nchw, _depthwise, _dense, _dense_edge = (
+    njit(inline="always")(task)
+    for task in (_grouped_task, _nchw_task, _depthwise_task, _dense_task, _dense_edge_task))
+
+
+# Fused multiply-add (one rounding instead of two) is what every fast
+# convolution uses; no other fast-math liberty (no reassociation) is taken.
+_CONTRACT = {"contract"}
+
+
+def _generic_driver(NEST):
+    """A parallel driver for nest number ``NEST`` taking the geometry at run time."""
+
+    @njit(parallel=True, cache=True, fastmath=_CONTRACT)
+    def drive(x, w, b, out, tasks, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
+        # NEST is a constant: Numba prunes the other branches before compiling.
+        if NEST == 0:
+            for task in prange(tasks):
+                _grouped(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
+                         RELU)
+        elif NEST == 1:
+            for task in prange(tasks):
+                _nchw(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU)
+        elif NEST == 2:
+            for task in prange(tasks):
+                _depthwise(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
+                           RELU)
         else:
-            for ki in range(ki_lo, ki_hi):
-                source = x[n, ih0 + ki * DH]
-                for kj in range(KW):
-                    offset = kj * DW - PL
-                    ow_lo, ow_hi = _valid_range(OW, W, SW, offset)
-                    taps = w[ki, kj, 0]
-                    for ow in range(ow_lo, ow_hi):
-                        iw = ow * SW + offset
-                        for c in range(G):
-                            v = source[iw, c]
-                            for m in range(COUT):
-                                row[ow, c * COUT + m] += v * taps[c * COUT + m]
-        if RELU:
-            for ow in range(OW):
-                for f in range(F):
-                    if row[ow, f] < 0:
-                        row[ow, f] = 0
+            for task in prange(tasks):
+                _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
+                       RELU)
+            for task in prange(tasks):
+                _dense_edge(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
+                            TW, RELU)
+
+    return drive
 
 
-#: The loop nests by name; a nest's index is its compile-time selector.
-NESTS = ("nhwc", "nchw", "nhwc_depthwise")
-_PY_NESTS = (_nhwc, _nchw, _nhwc_depthwise)
+_GENERIC = {name: _generic_driver(index) for index, name in enumerate(NESTS)}
 
-# Run-time geometry: compiled once per nest and dtype, cached on disk.
-_GENERIC = {name: njit(parallel=True, cache=True)(nest) for name, nest in zip(NESTS, _PY_NESTS)}
-# Inlinable copies for the specialized closures.  Module globals, not closure
-# variables: Numba's disk cache can only key closures over plain values.
-_nhwc_inline, _nchw_inline, _nhwc_depthwise_inline = (njit(inline="always")(nest)
-                                                      for nest in _PY_NESTS)
-
-#: Output pixels per tile of the specialized channels_last nest.
-SPECIALIZED_TILE = 1
+#: Output pixels per tile of the dense channels_last nest (each shares the weight loads).
+DENSE_TILE = 4
 #: Values per innermost loop of the depthwise nest: long enough to vectorize.
 DEPTHWISE_SPAN = 128
 
 
-def tile_width(nest, spec, specialized):
-    """Output pixels per tile for ``nest`` on ``spec``."""
+def tile_width(nest, spec):
+    """The tile size ``TW`` of ``nest`` on ``spec`` (pixels, or filters for channels_first)."""
+    if nest == "nhwc_dense":
+        return DENSE_TILE
     if nest == "nhwc_depthwise":
         return max(1, min(16, -(-DEPTHWISE_SPAN // spec.groups)))
     if nest == "nchw":  # filters per block: a divisor of the group's filters
         cout = spec.filters // spec.groups
         return next(block for block in (8, 4, 2, 1) if cout % block == 0)
-    return SPECIALIZED_TILE if specialized else 1
+    return 1
 
 
-def kernel_arguments(nest, spec, specialized):
-    """The geometry integers of ``spec`` in loop-nest argument order (after the arrays)."""
+def kernel_arguments(nest, spec):
+    """The geometry integers of ``spec`` in task-body argument order (after ``task``)."""
     kh, kw = spec.kernel_size
     sh, sw = spec.strides
     dh, dw = spec.dilation
     cin = spec.in_channels // spec.groups
     cout = spec.filters // spec.groups
     return (kh, kw, sh, sw, dh, dw, spec.pads[0][0], spec.pads[1][0], spec.groups, cin, cout,
-            tile_width(nest, spec, specialized))
+            tile_width(nest, spec))
+
+
+def task_count(nest, spec):
+    """Parallel tasks of ``nest`` on ``spec``: output rows, times filter blocks where split."""
+    out_h = spec.output_hw[0]
+    if nest == "nchw":
+        return spec.batch * out_h * (spec.filters // tile_width(nest, spec))
+    if nest == "nhwc_dense":
+        return spec.batch * out_h * (spec.filters // dense_block(spec.filters))
+    return spec.batch * out_h
 
 
 def generic_kernel(nest):
-    """A runner ``run(x, w, b, out, spec, relu)`` of loop nest ``nest`` with run-time geometry."""
-    compiled = _GENERIC[nest]
+    """A runner ``run(x, w, b, out, spec, relu)`` of ``nest`` with run-time geometry."""
+    drive = _GENERIC[nest]
 
     def run(x, w, b, out, spec, relu):
-        compiled(x, w, b, out, *kernel_arguments(nest, spec, False), bool(relu))
+        drive(x, pack_weights(nest, w), b, out, task_count(nest, spec),
+              *kernel_arguments(nest, spec), bool(relu))
 
     return run
 
@@ -242,26 +406,38 @@ def generic_kernel(nest):
 def specialized_kernel(nest, spec, relu):
     """A runner ``run(x, w, b, out, spec, relu)`` of ``nest`` with ``spec``'s geometry compiled in.
 
-    The geometry and ``relu`` (fused rectification) are closure constants, so
-    the runner ignores its last two arguments: it serves only specs with the
-    same :func:`kernel_arguments`.  Nothing is compiled until the first call.
+    The geometry and ``relu`` (fused rectification) are closure constants
+    used inside the parallel loop, so the runner serves only specs with the
+    same :func:`kernel_arguments` (it ignores the geometry of its ``spec``
+    argument but takes the task count from it).  Nothing is compiled until
+    the first call.
     """
     NEST = NESTS.index(nest)
-    KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW = kernel_arguments(nest, spec, True)
+    KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW = kernel_arguments(nest, spec)
     RELU = bool(relu)
 
-    @njit(parallel=True, cache=True)
-    def compiled(x, w, b, out):
-        # NEST is a constant: Numba prunes the other branches before compiling.
+    @njit(parallel=True, cache=True, fastmath=_CONTRACT)
+    def drive(x, w, b, out, tasks):
         if NEST == 0:
-            _nhwc_inline(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU)
+            for task in prange(tasks):
+                _grouped(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
+                         RELU)
         elif NEST == 1:
-            _nchw_inline(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU)
+            for task in prange(tasks):
+                _nchw(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU)
+        elif NEST == 2:
+            for task in prange(tasks):
+                _depthwise(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
+                           RELU)
         else:
-            _nhwc_depthwise_inline(x, w, b, out, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
-                                   TW, RELU)
+            for task in prange(tasks):
+                _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
+                       RELU)
+            for task in prange(tasks):
+                _dense_edge(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
+                            TW, RELU)
 
     def run(x, w, b, out, spec, relu):
-        compiled(x, w, b, out)
+        drive(x, pack_weights(nest, w), b, out, task_count(nest, spec))
 
     return run
