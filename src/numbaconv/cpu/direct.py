@@ -4,7 +4,7 @@ Each nest is written once, as the body of one parallel task (one output row,
 or one row of a filter block), and driven two ways:
 
 * **generic** — geometry passed at run time: one compilation per nest and
-  dtype (cached on disk by Numba), serving one-off calls and any
+  dtype (cached on disk, see :mod:`numbaconv.jit`), serving one-off calls and any
   configuration without further compile cost;
 * **specialized** — the driver is a closure whose geometry (kernel size,
   strides, dilation, padding, channel counts, tile width) are closure
@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from ..jit import kernel_jit
 
 __all__ = ["NESTS", "generic_kernel", "specialized_kernel", "pack_weights", "task_count"]
 
@@ -326,7 +328,7 @@ _CONTRACT = {"contract"}
 def _generic_driver(NEST):
     """A parallel driver for nest number ``NEST`` taking the geometry at run time."""
 
-    @njit(parallel=True, cache=True, fastmath=_CONTRACT)
+    @kernel_jit(parallel=True, fastmath=_CONTRACT)
     def drive(x, w, b, out, tasks, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
         # NEST is a constant: Numba prunes the other branches before compiling.
         if NEST == 0:
@@ -354,6 +356,8 @@ def _generic_driver(NEST):
 _GENERIC = {name: _generic_driver(index) for index, name in enumerate(NESTS)}
 
 #: Output pixels per tile of the dense channels_last nest (each shares the weight loads).
+#: 4 pixels × 64 filters = 16 AVX-512 accumulators; measured here, 5 and 6
+#: (which fit the register file on paper) ran 3-4x slower: LLVM spills them.
 DENSE_TILE = 4
 #: Values per innermost loop of the depthwise nest: long enough to vectorize.
 DEPTHWISE_SPAN = 128
@@ -416,7 +420,7 @@ def specialized_kernel(nest, spec, relu):
     KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW = kernel_arguments(nest, spec)
     RELU = bool(relu)
 
-    @njit(parallel=True, cache=True, fastmath=_CONTRACT)
+    @kernel_jit(parallel=True, fastmath=_CONTRACT)
     def drive(x, w, b, out, tasks):
         if NEST == 0:
             for task in prange(tasks):

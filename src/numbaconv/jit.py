@@ -1,0 +1,95 @@
+"""How numbaconv compiles: one ``kernel_jit`` decorator and the on-disk cache.
+
+Compiled kernels are cached on disk by Numba so that a configuration compiled
+once costs well under a second in later processes.  The location is
+``$NUMBACONV_CACHE_DIR`` when set, else Numba's own choice (``__pycache__``
+beside the sources, or a per-user directory).  ``NUMBACONV_CACHE_DIR=""``
+turns the disk cache off.  When no writable location exists, kernels still
+work, compiled in memory, and one warning says so.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+from numba import njit
+from numba.core import caching
+
+__all__ = ["kernel_jit", "cache_dir"]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_warned = threading.Event()
+
+
+def cache_dir():
+    """The directory kernels are cached in: ``$NUMBACONV_CACHE_DIR``, or None for Numba's default."""
+    return os.environ.get("NUMBACONV_CACHE_DIR")
+
+
+class _NumbaconvCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+    """Numba cache locator for numbaconv's own sources when ``$NUMBACONV_CACHE_DIR`` is set."""
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = os.path.join(cache_dir(), self.get_suitable_cache_subpath(py_file))
+
+    def get_cache_path(self):
+        return self._cache_path
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if not cache_dir() or not os.path.abspath(py_file).startswith(_PACKAGE_DIR):
+            return None
+        return super().from_function(py_func, py_file)
+
+
+# Numba consults its locators in order; ours goes first and answers only for
+# numbaconv's files (the class was renamed from _CacheImpl in Numba 0.61).
+_LOCATORS = getattr(caching, "CacheImpl", getattr(caching, "_CacheImpl", None))._locator_classes
+if _NumbaconvCacheLocator not in _LOCATORS:
+    _LOCATORS.insert(0, _NumbaconvCacheLocator)
+
+
+def _warn_once(reason):
+    if not _warned.is_set():
+        _warned.set()
+        warnings.warn(f"numbaconv: compiled kernels will not be cached on disk ({reason}); "
+                      "each new process compiles them again.", RuntimeWarning, stacklevel=3)
+
+
+def _enable_disk_cache(dispatcher):
+    directory = cache_dir()
+    if directory == "":
+        return  # explicitly off: no warning
+    if directory is not None:
+        try:
+            os.makedirs(directory, exist_ok=True)
+            writable = os.access(directory, os.W_OK | os.X_OK)
+        except OSError:
+            writable = False
+        if not writable:
+            _warn_once(f"NUMBACONV_CACHE_DIR={directory!r} is not writable")
+            return
+    try:
+        dispatcher.enable_caching()
+    except RuntimeError as err:  # Numba found no writable location
+        _warn_once(str(err))
+
+
+def kernel_jit(**options):
+    """``numba.njit(**options)`` with numbaconv's disk cache (see the module notes).
+
+    Jit options are not part of Numba's cache key: a function must always be
+    compiled with the same options, which holds as long as they are written
+    here, next to the function, and never varied at run time.
+    """
+
+    def decorate(function):
+        dispatcher = njit(**options)(function)
+        _enable_disk_cache(dispatcher)
+        return dispatcher
+
+    return decorate
