@@ -1175,3 +1175,23 @@ def test_specialized_kernel_cache_reuse(always_specialize):
 
 def test_specialization_fixture_restored():
     assert numbaconv.get_specialization() == "auto"
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_weight_changes_between_calls_are_seen(always_specialize, data_format):
+    # Kernels keep weights packed between calls; every way of changing the
+    # weights must drop the packed copy.
+    layer = Conv2D(64, 3, padding="same", data_format=data_format)
+    shape = (1, 6, 7, 5) if data_format == "channels_last" else (1, 5, 6, 7)
+    x = _input(shape)
+    for change in ("set_weights", "assign", "attribute"):
+        k, b = _randomize(layer, seed=len(change))
+        layer(x)
+        new_kernel = (2 * k - 1).astype(np.float32)
+        if change == "set_weights":
+            layer.set_weights([new_kernel, b.astype(np.float32)])
+        elif change == "assign":
+            layer.kernel.assign(new_kernel)
+        else:
+            layer.kernel = new_kernel
+        np.testing.assert_allclose(layer(x), _layer_ref(layer, x), rtol=5e-4, atol=1e-5)

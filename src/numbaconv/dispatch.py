@@ -3,7 +3,7 @@
 The table is the single place that knows every implementation (in the manner
 of oneDNN's ``cpu_convolution_list.cpp``): each entry names a loop nest and
 says when it applies.  A runner has the uniform signature
-``run(x, w, b, out, spec, relu)``.
+``run(x, packed_w, b, out, spec, relu)``.
 """
 
 from __future__ import annotations
@@ -107,9 +107,11 @@ def select(spec, relu, hot):
     Returns
     -------
     name : str
-        The implementation and tier chosen, e.g. ``"cpu.direct.nhwc/specialized"``.
+        The implementation and tier chosen, e.g. ``"cpu.dense.nhwc/specialized"``.
+    nest : str
+        The loop nest; :func:`numbaconv.cpu.direct.pack_weights` prepares its weights.
     run : callable
-        ``run(x, w, b, out, spec, relu)``.
+        ``run(x, packed_w, b, out, spec, relu)``.
     """
     impl = next(impl for impl in IMPLEMENTATIONS if impl.applies(spec))
     if _wants_specialized(spec, hot):
@@ -119,4 +121,4 @@ def select(spec, relu, hot):
     else:
         key = ("cpu", impl.nest, "generic")
         build = lambda: direct.generic_kernel(impl.nest)  # noqa: E731
-    return f"{impl.name}/{key[2]}", kernel_cache.get(key, build)
+    return f"{impl.name}/{key[2]}", impl.nest, kernel_cache.get(key, build)

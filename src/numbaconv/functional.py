@@ -12,8 +12,10 @@ import threading
 import numpy as np
 
 from . import activations
+from .cpu.direct import pack_weights
 from .dispatch import select
 from .spec import ConvSpec
+from .variables import Variable
 
 __all__ = ["conv2d", "as_float_array", "compute_dtypes", "convolve"]
 
@@ -77,8 +79,11 @@ def convolve(spec, x, kernel, bias, activation, hot):
     ----------
     spec : ConvSpec
         Geometry matching the shapes of ``x`` and ``kernel``.
-    x, kernel : numpy.ndarray
-        Floating arrays; cast here to ``spec.dtype`` and made C-contiguous.
+    x : numpy.ndarray
+        Floating array; cast here to ``spec.dtype`` and made C-contiguous.
+    kernel : numpy.ndarray or Variable
+        Keras layout.  A layer's :class:`~numbaconv.variables.Variable` keeps
+        its packed form between calls until its value changes.
     bias : numpy.ndarray or None
         Shape ``(spec.filters,)``, already checked.
     activation : callable
@@ -102,11 +107,16 @@ def convolve(spec, x, kernel, bias, activation, hot):
         spec, widths = spec.padded()
         x = np.pad(np.asarray(x, dtype=dtype), widths)
     x = np.ascontiguousarray(x, dtype=dtype)
-    kernel = np.ascontiguousarray(kernel, dtype=dtype)
     b = (np.zeros(spec.filters, dtype=dtype) if bias is None
          else np.ascontiguousarray(bias, dtype=dtype))
-    _, run = select(spec, relu, hot)
-    run(x, kernel, b, out, spec, relu)
+    _, nest, run = select(spec, relu, hot)
+
+    def pack(value):
+        return pack_weights(nest, np.ascontiguousarray(value, dtype=dtype))
+
+    packed = (kernel.derived((nest, dtype), pack) if isinstance(kernel, Variable)
+              else pack(kernel))
+    run(x, packed, b, out, spec, relu)
     if relu or activation is activations.linear:
         return out
     return np.asarray(activation(out), dtype=dtype)

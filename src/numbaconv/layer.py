@@ -403,7 +403,7 @@ class Conv2D:
             out = self.activation(out)
         else:
             bias = self.bias.value if self.use_bias else None
-            out = convolve(self._spec(x.shape), x, self._kernel.value, bias, self.activation,
+            out = convolve(self._spec(x.shape), x, self._kernel, bias, self.activation,
                            hot=True)
         return np.asarray(out).astype(self.compute_dtype, copy=False)
 

@@ -1,8 +1,8 @@
 """A minimal Keras-like ``Variable``: a named NumPy array with ``assign``.
 
 Layers hold their weights in variables so that every change goes through
-:meth:`Variable.assign`, which validates shape and dtype and bumps a version
-counter that kernels' packed-weight caches can check.  Variables behave like
+:meth:`Variable.assign`, which validates shape and dtype, bumps a version
+counter and drops what was derived from the old value (packed weights).  Variables behave like
 arrays in NumPy expressions (``np.asarray(v)``, ``v * 2``, ``v.shape``).
 """
 
@@ -39,6 +39,7 @@ class Variable(NDArrayOperatorsMixin):
         self.regularizer = regularizer
         self.constraint = constraint
         self.version = 0
+        self._derived = {}
 
     @property
     def value(self):
@@ -85,7 +86,19 @@ class Variable(NDArrayOperatorsMixin):
         self._value = np.array(array, dtype=self.dtype, copy=True)
         self._value.flags.writeable = False
         self.version += 1
+        self._derived = {}
         return self
+
+    def derived(self, key, compute):
+        """``compute(value)``, memoized until the next :meth:`assign`.
+
+        Kernels use it to keep weights packed in the order they read them,
+        packing once per weight change rather than once per call.
+        """
+        derived = self._derived  # one dict per value: assign() replaces it
+        if key not in derived:
+            derived[key] = compute(self._value)
+        return derived[key]
 
     def assign_add(self, delta):
         """``self.assign(self + delta)``."""

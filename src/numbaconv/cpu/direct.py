@@ -397,12 +397,14 @@ def task_count(nest, spec):
 
 
 def generic_kernel(nest):
-    """A runner ``run(x, w, b, out, spec, relu)`` of ``nest`` with run-time geometry."""
+    """A runner ``run(x, w, b, out, spec, relu)`` of ``nest`` with run-time geometry.
+
+    ``w`` is packed by :func:`pack_weights` for this nest.
+    """
     drive = _GENERIC[nest]
 
     def run(x, w, b, out, spec, relu):
-        drive(x, pack_weights(nest, w), b, out, task_count(nest, spec),
-              *kernel_arguments(nest, spec), bool(relu))
+        drive(x, w, b, out, task_count(nest, spec), *kernel_arguments(nest, spec), bool(relu))
 
     return run
 
@@ -410,6 +412,7 @@ def generic_kernel(nest):
 def specialized_kernel(nest, spec, relu):
     """A runner ``run(x, w, b, out, spec, relu)`` of ``nest`` with ``spec``'s geometry compiled in.
 
+    ``w`` is packed by :func:`pack_weights` for this nest.
     The geometry and ``relu`` (fused rectification) are closure constants
     used inside the parallel loop, so the runner serves only specs with the
     same :func:`kernel_arguments` (it ignores the geometry of its ``spec``
@@ -442,6 +445,6 @@ def specialized_kernel(nest, spec, relu):
                             TW, RELU)
 
     def run(x, w, b, out, spec, relu):
-        drive(x, pack_weights(nest, w), b, out, task_count(nest, spec))
+        drive(x, w, b, out, task_count(nest, spec))
 
     return run
