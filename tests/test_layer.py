@@ -1184,6 +1184,7 @@ def test_weight_changes_between_calls_are_seen(always_specialize, data_format):
     layer = Conv2D(64, 3, padding="same", data_format=data_format)
     shape = (1, 6, 7, 5) if data_format == "channels_last" else (1, 5, 6, 7)
     x = _input(shape)
+    layer.build(shape)
     for change in ("set_weights", "assign", "attribute"):
         k, b = _randomize(layer, seed=len(change))
         layer(x)
