@@ -11,6 +11,7 @@ from .dispatch import get_specialization, set_specialization
 from .functional import conv2d
 from .layer import Conv2D, Convolution2D
 from .spec import ConvSpec
+from .warmup import warmup
 
 __version__ = "0.1.0"
 
@@ -27,4 +28,5 @@ __all__ = [
     "kernel_cache_info",
     "regularizers",
     "set_specialization",
+    "warmup",
 ]

@@ -17,7 +17,7 @@ from .dispatch import select
 from .spec import ConvSpec
 from .variables import Variable
 
-__all__ = ["conv2d", "as_float_array", "compute_dtypes", "convolve"]
+__all__ = ["conv2d", "as_float_array", "compute_dtypes", "convolve", "is_fused_relu"]
 
 
 def as_float_array(value, name):
@@ -67,8 +67,8 @@ def compute_dtypes(*arrays):
     return compute, result
 
 
-def _is_plain_relu(activation):
-    # Only the registry's own relu (default arguments) is fused into kernels.
+def is_fused_relu(activation):
+    """Whether ``activation`` is fused into the kernels: only the plain ``relu``."""
     return activation is activations.get("relu")
 
 
@@ -98,7 +98,7 @@ def convolve(spec, x, kernel, bias, activation, hot):
     """
     dtype = np.dtype(spec.dtype)
     out = np.empty(spec.output_shape, dtype=dtype)
-    relu = _is_plain_relu(activation)
+    relu = is_fused_relu(activation)
     if out.size == 0:
         return out
     if spec.pads != ((0, 0), (0, 0)) and not np.isfinite(kernel).all():
@@ -106,13 +106,18 @@ def convolve(spec, x, kernel, bias, activation, hot):
         # padded zeros (0 * inf = NaN), so pad explicitly in this rare case.
         spec, widths = spec.padded()
         x = np.pad(np.asarray(x, dtype=dtype), widths)
+    # Kernels are compiled per array type, and Numba types read-only arrays
+    # apart: hand them writable C-contiguous arrays only, so one compilation
+    # serves every call (copies of bias and weights are small; read-only
+    # inputs such as memory maps are copied).
     x = np.ascontiguousarray(x, dtype=dtype)
-    b = (np.zeros(spec.filters, dtype=dtype) if bias is None
-         else np.ascontiguousarray(bias, dtype=dtype))
+    if not x.flags.writeable:
+        x = x.copy()
+    b = np.zeros(spec.filters, dtype=dtype) if bias is None else np.array(bias, dtype=dtype)
     _, nest, run = select(spec, relu, hot)
 
     def pack(value):
-        return pack_weights(nest, np.ascontiguousarray(value, dtype=dtype))
+        return pack_weights(nest, np.array(value, dtype=dtype, order="C"))
 
     packed = (kernel.derived((nest, dtype), pack) if isinstance(kernel, Variable)
               else pack(kernel))

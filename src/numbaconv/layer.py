@@ -177,6 +177,7 @@ class Conv2D:
         self._trainable = trainable
         self.built = False
         self._kernel = None
+        self._build_shape = None
         self.bias = None
         self._initial_weights = weights
         self._activity_losses = []
@@ -330,6 +331,7 @@ class Conv2D:
                 "bias", f"{self.name}/bias", self.trainable, self.bias_regularizer,
                 self.bias_constraint)
         self._input_channels = channels
+        self._build_shape = input_shape
         self.built = True
         if self._initial_weights is not None:
             weights, self._initial_weights = self._initial_weights, None

@@ -330,6 +330,13 @@ class ConvSpec:
         )
 
     @property
+    def input_shape(self):
+        """Input shape in this spec's layout."""
+        if self.data_format == "channels_last":
+            return (self.batch, self.height, self.width, self.in_channels)
+        return (self.batch, self.in_channels, self.height, self.width)
+
+    @property
     def output_shape(self):
         """Output shape in this spec's layout."""
         out_h, out_w = self.output_hw
