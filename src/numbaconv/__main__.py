@@ -7,7 +7,9 @@ import time
 import numpy as np
 
 from . import Conv2D, __version__, conv2d, kernel_cache_info
-from .bench import median_time
+from .bench import SUITE, median_time, run
+
+_TOUR_CASES = ("resnet 3x3 56^2x64", "mbv2 dw 3x3 112^2x32", "resnext 3x3 g32 56^2x128")
 
 
 def main():
@@ -52,6 +54,9 @@ def main():
     out = conv2d(rng.random((2, 16, 16, 8)), kernel, padding="same")
     print(f"\nconv2d(x, kernel, padding='same') -> {out.shape} {out.dtype}")
     print(f"kernel cache: {kernel_cache_info()}")
+    print("\nSide by side with the frameworks installed here (full suite: "
+          "python -m numbaconv.bench):")
+    run(cases=[case for case in SUITE if case.name in _TOUR_CASES], batches=(1,), repeats=3)
 
 
 if __name__ == "__main__":

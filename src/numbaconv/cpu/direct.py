@@ -28,7 +28,8 @@ from numba import njit, prange
 
 from ..jit import kernel_jit
 
-__all__ = ["NESTS", "generic_kernel", "specialized_kernel", "pack_weights", "task_count"]
+__all__ = ["NESTS", "generic_kernel", "specialized_kernel", "pack_weights", "pack_bias",
+           "task_count"]
 
 
 @njit(inline="always")
@@ -79,24 +80,41 @@ def _grouped_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, CO
                 out[n, oh, ow0 + p, f] = value
 
 
+#: Filters per block of the dense nest: four AVX-512 vectors.  A shorter
+#: innermost loop is not vectorized by LLVM (it interleaves 4 vectors), so
+#: filter counts that are not a multiple are padded with zero filters.
+DENSE_BLOCK = 64
+
+
 @njit(inline="always")
-def dense_block(filters):
-    """Filters per block of the dense nest: 64 (four AVX-512 vectors) when they divide."""
-    return 64 if filters % 64 == 0 else filters
+def _dense_blocks(filters):
+    return (filters + DENSE_BLOCK - 1) // DENSE_BLOCK
 
 
 def pack_weights(nest, kernel):
-    """``kernel`` in the order ``nest`` reads it (a new array; the input is untouched).
+    """``kernel`` in the order ``nest`` reads it.
 
-    The dense nest reads ``(F // OCB, kh, kw, CIN, OCB)`` blocks; the other
-    nests read the Keras layout as is.
+    The dense nest reads ``(blocks, kh, kw, CIN, 64)`` filter blocks, the
+    last one padded with zero filters; the other nests read the Keras layout
+    as is.
     """
     if nest != "nhwc_dense":
         return kernel
     kh, kw, cin, filters = kernel.shape
-    block = dense_block(filters)
+    blocks = -(-filters // DENSE_BLOCK)
+    packed = np.zeros((kh, kw, cin, blocks * DENSE_BLOCK), dtype=kernel.dtype)
+    packed[..., :filters] = kernel
     return np.ascontiguousarray(
-        kernel.reshape(kh, kw, cin, filters // block, block).transpose(3, 0, 1, 2, 4))
+        packed.reshape(kh, kw, cin, blocks, DENSE_BLOCK).transpose(3, 0, 1, 2, 4))
+
+
+def pack_bias(nest, bias):
+    """``bias`` padded like the filters of :func:`pack_weights`."""
+    if nest != "nhwc_dense" or bias.shape[0] % DENSE_BLOCK == 0:
+        return bias
+    packed = np.zeros(-(-bias.shape[0] // DENSE_BLOCK) * DENSE_BLOCK, dtype=bias.dtype)
+    packed[:bias.shape[0]] = bias
+    return packed
 
 
 @njit(inline="always")
@@ -123,10 +141,13 @@ def _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, iw0, kj_lo, kj_hi,
 
 
 @njit(inline="always")
-def _store_tile(out, acc, n, oh, ow, oc0, P, OCB, RELU):
-    """Write ``P`` pixels × ``OCB`` filters of ``acc`` to ``out``, rectified if ``RELU``."""
+def _store_tile(out, acc, n, oh, ow, oc0, P, OCB, COUT, RELU):
+    """Write ``P`` pixels × the real filters of ``acc`` to ``out``, rectified if ``RELU``."""
+    # A constant OCB when the filters fill whole blocks; the last block of a
+    # padded kernel holds fewer real filters.
+    valid = OCB if COUT % OCB == 0 else min(OCB, COUT - oc0)
     for p in range(P):
-        for o in range(OCB):
+        for o in range(valid):
             value = acc[p * OCB + o]
             if RELU and value < 0:
                 value = 0
@@ -136,8 +157,8 @@ def _store_tile(out, acc, n, oh, ow, oc0, P, OCB, RELU):
 @njit(inline="always")
 def _dense_row(task, OH, COUT):
     """``(n, oh, blk, OCB)`` of a dense task: rows of output pixels × filter blocks."""
-    OCB = dense_block(COUT)
-    blocks = COUT // OCB
+    OCB = DENSE_BLOCK
+    blocks = _dense_blocks(COUT)
     row = task // blocks
     blk = task - row * blocks
     n = row // OH
@@ -173,7 +194,7 @@ def _dense_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT
         ow = inner_lo + t * TW
         _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, ow * SW - PL, 0, KW, oc0,
                          TW, OCB, SW, DH, DW, CIN)
-        _store_tile(out, acc, n, oh, ow, oc0, TW, OCB, RELU)
+        _store_tile(out, acc, n, oh, ow, oc0, TW, OCB, COUT, RELU)
 
 
 def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
@@ -194,7 +215,7 @@ def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
         kj_lo, kj_hi = _valid_range(KW, W, DW, iw0)
         _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, iw0, kj_lo, kj_hi, oc0, 1,
                          OCB, SW, DH, DW, CIN)
-        _store_tile(out, acc, n, oh, ow, oc0, 1, OCB, RELU)
+        _store_tile(out, acc, n, oh, ow, oc0, 1, OCB, COUT, RELU)
 
 
 def _nchw_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
@@ -392,7 +413,7 @@ def task_count(nest, spec):
     if nest == "nchw":
         return spec.batch * out_h * (spec.filters // tile_width(nest, spec))
     if nest == "nhwc_dense":
-        return spec.batch * out_h * (spec.filters // dense_block(spec.filters))
+        return spec.batch * out_h * -(-spec.filters // DENSE_BLOCK)
     return spec.batch * out_h
 
 
@@ -404,7 +425,8 @@ def generic_kernel(nest):
     drive = _GENERIC[nest]
 
     def run(x, w, b, out, spec, relu):
-        drive(x, w, b, out, task_count(nest, spec), *kernel_arguments(nest, spec), bool(relu))
+        drive(x, w, pack_bias(nest, b), out, task_count(nest, spec),
+              *kernel_arguments(nest, spec), bool(relu))
 
     return run
 
@@ -445,6 +467,6 @@ def specialized_kernel(nest, spec, relu):
                             TW, RELU)
 
     def run(x, w, b, out, spec, relu):
-        drive(x, w, b, out, task_count(nest, spec))
+        drive(x, w, pack_bias(nest, b), out, task_count(nest, spec))
 
     return run
