@@ -1,29 +1,42 @@
-"""Layer forward time, peak memory and throughput on a few representative shapes."""
+"""numbaconv's standard layer suite under airspeed velocity.
+
+Shapes come from :data:`numbaconv.bench.SUITE` (the side-by-side benchmark's
+suite) at batch 1, in both layouts.  ``setup`` builds the layer and compiles
+its kernel, so ``time_*`` and ``peakmem_*`` measure steady-state calls;
+``timeraw_first_call`` measures a fresh process's first call (import,
+compile or disk-cache load included).
+"""
+
+import time
 
 import numpy as np
 
 import numbaconv
+from numbaconv.bench import SUITE
 
-# (label, input shape NHWC, Conv2D kwargs)
-LAYERS = {
-    "resnet_3x3_56": ((1, 56, 56, 64), dict(filters=64, kernel_size=3, padding="same")),
-    "resnet_1x1_56": ((1, 56, 56, 64), dict(filters=256, kernel_size=1)),
-    "depthwise_3x3_112": ((1, 112, 112, 32), dict(filters=32, kernel_size=3, groups=32,
-                                                  padding="same")),
-}
+CASES = {case.name: case for case in SUITE if case.data_format == "channels_last"}
+
+
+def _layer(case, data_format):
+    return numbaconv.Conv2D(case.filters, case.kernel, strides=case.strides, padding="same",
+                            dilation_rate=case.dilation, groups=case.groups,
+                            data_format=data_format)
 
 
 class Conv2DForward:
-    params = (list(LAYERS), ["channels_last", "channels_first"])
+    params = (list(CASES), ["channels_last", "channels_first"])
     param_names = ["layer", "data_format"]
+    timeout = 300
 
     def setup(self, name, data_format):
-        shape, kwargs = LAYERS[name]
+        case = CASES[name]
+        shape = (1, case.size, case.size, case.channels)
         if data_format == "channels_first":
-            shape = (shape[0], shape[3], shape[1], shape[2])
+            shape = (1, case.channels, case.size, case.size)
         self.x = np.random.default_rng(0).random(shape, dtype=np.float32)
-        self.layer = numbaconv.Conv2D(data_format=data_format, **kwargs)
-        self.layer(self.x)  # build and compile outside the timing
+        self.layer = _layer(case, data_format)
+        self.layer(self.x)  # build and compile outside the measurements
+        self.flops = case.flops(1)
 
     def time_forward(self, name, data_format):
         self.layer(self.x)
@@ -32,13 +45,28 @@ class Conv2DForward:
         self.layer(self.x)
 
     def track_gflops(self, name, data_format):
-        import time
-
         times = []
-        for _ in range(5):
+        for _ in range(7):
             start = time.perf_counter()
             self.layer(self.x)
             times.append(time.perf_counter() - start)
-        return self.layer._spec(self.x.shape).flops / float(np.median(times)) / 1e9
+        return self.flops / float(np.median(times)) / 1e9
 
     track_gflops.unit = "GFLOP/s"
+
+
+class FirstCall:
+    """A fresh process's first call of a dense layer (compile or disk-cache load)."""
+
+    params = ["resnet 3x3 56^2x64", "mbv2 dw 3x3 112^2x32"]
+    param_names = ["layer"]
+    timeout = 300
+
+    def timeraw_first_call(self, name):
+        case = CASES[name]
+        return f"""
+import numpy as np, numbaconv
+layer = numbaconv.Conv2D({case.filters}, {case.kernel}, strides={case.strides},
+                         padding="same", groups={case.groups})
+layer(np.ones((1, {case.size}, {case.size}, {case.channels}), np.float32))
+"""
