@@ -13,7 +13,7 @@ import numpy as np
 
 from . import activations
 from .cpu.direct import pack_weights
-from .dispatch import select
+from .dispatch import prefers_padded_input, select
 from .spec import ConvSpec
 from .variables import Variable
 
@@ -101,11 +101,15 @@ def convolve(spec, x, kernel, bias, activation, hot):
     relu = is_fused_relu(activation)
     if out.size == 0:
         return out
-    if spec.pads != ((0, 0), (0, 0)) and not np.isfinite(kernel).all():
-        # Kernels skip taps over padding; an inf/NaN weight must still meet the
-        # padded zeros (0 * inf = NaN), so pad explicitly in this rare case.
+    _, nest, run = select(spec, relu, hot)
+    if spec.pads != ((0, 0), (0, 0)) and (prefers_padded_input(nest, spec)
+                                          or not np.isfinite(kernel).all()):
+        # Kernels skip taps over padding.  Pad explicitly when border pixels
+        # would cost more than the copy, and when an inf/NaN weight must meet
+        # the padded zeros (0 * inf = NaN, as in XLA).
         spec, widths = spec.padded()
         x = np.pad(np.asarray(x, dtype=dtype), widths)
+        _, nest, run = select(spec, relu, hot)
     # Kernels are compiled per array type, and Numba types read-only arrays
     # apart: hand them writable C-contiguous arrays only, so one compilation
     # serves every call (copies of bias and weights are small; read-only
@@ -114,7 +118,6 @@ def convolve(spec, x, kernel, bias, activation, hot):
     if not x.flags.writeable:
         x = x.copy()
     b = np.zeros(spec.filters, dtype=dtype) if bias is None else np.array(bias, dtype=dtype)
-    _, nest, run = select(spec, relu, hot)
 
     def pack(value):
         return pack_weights(nest, np.array(value, dtype=dtype, order="C"))

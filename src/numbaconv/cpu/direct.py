@@ -167,10 +167,17 @@ def _dense_row(task, OH, COUT):
 
 @njit(inline="always")
 def _dense_interior(OW, W, KW, SW, DW, PL, TW):
-    """First column and number of ``TW``-pixel tiles whose windows lie inside the input."""
+    """Columns ``[lo, hi)`` covered by full ``TW``-pixel tiles, and the number of tiles.
+
+    A tile's window lies inside the input for every pixel.  When the
+    interior width is not a multiple of ``TW``, the last tile is shifted
+    left to end at ``hi``, overlapping its neighbour: recomputing a few
+    pixels at full speed beats computing them one by one.
+    """
     lo = min(OW, (PL + SW - 1) // SW)
     hi = max(lo, min(OW, (W - 1 - (KW - 1) * DW + PL) // SW + 1))
-    return lo, (hi - lo) // TW
+    count = (hi - lo + TW - 1) // TW if hi - lo >= TW else 0
+    return lo, (hi if count else lo), count
 
 
 def _dense_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
@@ -188,10 +195,10 @@ def _dense_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT
     oc0 = blk * OCB
     ih0 = oh * SH - PT
     ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
-    inner_lo, tiles = _dense_interior(OW, W, KW, SW, DW, PL, TW)
+    inner_lo, inner_hi, tiles = _dense_interior(OW, W, KW, SW, DW, PL, TW)
     acc = np.empty(TW * OCB, dtype=out.dtype)
     for t in range(tiles):
-        ow = inner_lo + t * TW
+        ow = min(inner_lo + t * TW, inner_hi - TW)
         _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, ow * SW - PL, 0, KW, oc0,
                          TW, OCB, SW, DH, DW, CIN)
         _store_tile(out, acc, n, oh, ow, oc0, TW, OCB, COUT, RELU)
@@ -206,10 +213,10 @@ def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
     oc0 = blk * OCB
     ih0 = oh * SH - PT
     ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
-    inner_lo, tiles = _dense_interior(OW, W, KW, SW, DW, PL, TW)
+    inner_lo, inner_hi, _ = _dense_interior(OW, W, KW, SW, DW, PL, TW)
     acc = np.empty(OCB, dtype=out.dtype)
     for ow in range(OW):
-        if inner_lo <= ow < inner_lo + tiles * TW:
+        if inner_lo <= ow < inner_hi:
             continue
         iw0 = ow * SW - PL
         kj_lo, kj_hi = _valid_range(KW, W, DW, iw0)
@@ -406,6 +413,14 @@ def kernel_arguments(nest, spec):
     cout = spec.filters // spec.groups
     return (kh, kw, sh, sw, dh, dw, spec.pads[0][0], spec.pads[1][0], spec.groups, cin, cout,
             tile_width(nest, spec))
+
+
+def interior_pixels(spec):
+    """Output columns per row that the dense nest runs in full tiles (the rest are border)."""
+    lo, hi, _ = _dense_interior.py_func(spec.output_hw[1], spec.width, spec.kernel_size[1],
+                                        spec.strides[1], spec.dilation[1], spec.pads[1][0],
+                                        DENSE_TILE)
+    return hi - lo
 
 
 def task_count(nest, spec):
