@@ -8,6 +8,7 @@ from a :class:`ConvSpec` and never validate anything themselves.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
@@ -320,9 +321,9 @@ class ConvSpec:
                        pads=((0, 0), (0, 0)))
         return spec, widths
 
-    @property
+    @functools.cached_property
     def output_hw(self):
-        """``(out_height, out_width)``."""
+        """``(out_height, out_width)`` (computed once: kernels ask for it on every call)."""
         return tuple(
             conv_output_length(n, k, s, d, p)
             for n, k, s, d, p in zip((self.height, self.width), self.kernel_size,
