@@ -318,7 +318,8 @@ def test_conv_constraints():
 def test_conv_raises_exception_on_zero_dims():
     x = np.random.rand(3, 4, 4, 4)
     layer = Conv2D(6, [5, 5], 1, "valid")
-    with pytest.raises(Exception):
+    # Keras raises a ValueError ("Computed output size would be zero or negative").
+    with pytest.raises(ValueError, match="output size"):
         layer(x)
 
 

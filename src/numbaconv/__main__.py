@@ -46,7 +46,7 @@ def main():
         start = time.perf_counter()
         out = layer(data)
         first = time.perf_counter() - start
-        seconds = median_time(lambda: layer(data), 5)
+        seconds = median_time(lambda layer=layer, data=data: layer(data), 5)
         flops = layer._spec(data.shape).flops
         print(f"{label:40s} {str(out.shape):>20s} {first:10.2f}s {seconds * 1e3:7.2f}ms "
               f"{flops / seconds / 1e9:8.1f}")

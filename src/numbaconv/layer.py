@@ -39,7 +39,7 @@ def _policy_name(dtype):
         name = dtype.get("config", {}).get("name")
     elif isinstance(dtype, str):
         name = dtype
-    elif hasattr(dtype, "name") and isinstance(getattr(dtype, "name"), str):
+    elif isinstance(getattr(dtype, "name", None), str):
         name = dtype.name  # np.dtype, keras.DTypePolicy
     else:
         try:

@@ -36,7 +36,8 @@ def _spec_of(config, dtype):
     try:
         input_shape, kernel_shape = config.pop("input_shape"), config.pop("kernel_shape")
     except KeyError as err:
-        raise ValueError(f"A warmup configuration needs {err.args[0]!r}. Received {config!r}")
+        raise ValueError(f"A warmup configuration needs {err.args[0]!r}. "
+                         f"Received {config!r}") from None
     activation = activations.get(config.pop("activation", None))
     dtype = np.dtype(config.pop("dtype", dtype)).name
     spec = ConvSpec.from_arguments(input_shape, kernel_shape, config.pop("strides", 1),
