@@ -53,22 +53,11 @@ class Constraint(Serializable):
         return w
 
 
-class MaxNorm(Constraint):
-    """Rescale slices whose L2 norm exceeds ``max_value``.
+class _NormRescaling(Constraint):
+    """Base of the constraints that rescale slices to a desired norm: ``w * d / (eps + n)``."""
 
-    ``w * clip(n, 0, max_value) / (epsilon + n)`` with ``n`` the norm over
-    ``axis``.
-
-    Parameters
-    ----------
-    max_value : float, optional
-        Maximum norm. Default 2.
-    axis : int or sequence of int, optional
-        Axes the norm is taken over. Default 0.
-    """
-
-    def __init__(self, max_value=2, axis=0):
-        self.max_value, self.axis = max_value, axis
+    def _desired(self, norms):
+        raise NotImplementedError
 
     def __call__(self, w):
         """Return the constrained weights (dtype of ``w``).
@@ -85,8 +74,28 @@ class MaxNorm(Constraint):
         """
         w = _weights(w)
         norms = _norms(w, self.axis)
-        desired = np.clip(norms, 0, self.max_value)
-        return (w * (desired / (EPSILON + norms))).astype(w.dtype, copy=False)
+        return (w * (self._desired(norms) / (EPSILON + norms))).astype(w.dtype, copy=False)
+
+
+class MaxNorm(_NormRescaling):
+    """Rescale slices whose L2 norm exceeds ``max_value``.
+
+    ``w * clip(n, 0, max_value) / (epsilon + n)`` with ``n`` the norm over
+    ``axis``.
+
+    Parameters
+    ----------
+    max_value : float, optional
+        Maximum norm. Default 2.
+    axis : int or sequence of int, optional
+        Axes the norm is taken over. Default 0.
+    """
+
+    def __init__(self, max_value=2, axis=0):
+        self.max_value, self.axis = max_value, axis
+
+    def _desired(self, norms):
+        return np.clip(norms, 0, self.max_value)
 
     def get_config(self):
         """Return ``{"max_value": ..., "axis": ...}``."""
@@ -147,7 +156,7 @@ class UnitNorm(Constraint):
         return {"axis": self.axis}
 
 
-class MinMaxNorm(Constraint):
+class MinMaxNorm(_NormRescaling):
     """Move slice norms into ``[min_value, max_value]`` at a given rate.
 
     ``desired = rate * clip(n, min_value, max_value) + (1 - rate) * n`` and the
@@ -170,24 +179,9 @@ class MinMaxNorm(Constraint):
         self.min_value, self.max_value = min_value, max_value
         self.rate, self.axis = rate, axis
 
-    def __call__(self, w):
-        """Return the constrained weights (dtype of ``w``).
-
-        Parameters
-        ----------
-        w : array_like
-            Weights.
-
-        Returns
-        -------
-        numpy.ndarray
-            Constrained weights.
-        """
-        w = _weights(w)
-        norms = _norms(w, self.axis)
-        desired = (self.rate * np.clip(norms, self.min_value, self.max_value)
-                   + (1 - self.rate) * norms)
-        return (w * (desired / (EPSILON + norms))).astype(w.dtype, copy=False)
+    def _desired(self, norms):
+        return (self.rate * np.clip(norms, self.min_value, self.max_value)
+                + (1 - self.rate) * norms)
 
     def get_config(self):
         """Return ``min_value``, ``max_value``, ``rate`` and ``axis``."""

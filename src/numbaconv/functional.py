@@ -72,6 +72,13 @@ def is_fused_relu(activation):
     return activation is activations.get("relu")
 
 
+def _all_finite(kernel):
+    """Whether the kernel has no inf/NaN (remembered by a layer's Variable until it changes)."""
+    if isinstance(kernel, Variable):
+        return kernel.derived("all_finite", lambda value: bool(np.isfinite(value).all()))
+    return bool(np.isfinite(kernel).all())
+
+
 def convolve(spec, x, kernel, bias, activation, hot):
     """Run ``activation(conv(x, kernel) + bias)`` for a validated ``spec``.
 
@@ -103,7 +110,7 @@ def convolve(spec, x, kernel, bias, activation, hot):
         return out
     _, nest, run = select(spec, relu, hot)
     if spec.pads != ((0, 0), (0, 0)) and (prefers_padded_input(nest, spec)
-                                          or not np.isfinite(kernel).all()):
+                                          or not _all_finite(kernel)):
         # Kernels skip taps over padding.  Pad explicitly when border pixels
         # would cost more than the copy, and when an inf/NaN weight must meet
         # the padded zeros (0 * inf = NaN, as in XLA).

@@ -328,7 +328,29 @@ def _truncated_standard_normal(rng, shape):
     return out
 
 
-class RandomNormal(_RandomInitializer):
+class _NormalInitializer(_RandomInitializer):
+    """Base of the normal-distribution initializers: ``sample * stddev + mean``."""
+
+    def __init__(self, mean=0.0, stddev=0.05, seed=None):
+        self.mean, self.stddev = mean, stddev
+        super().__init__(seed)
+
+    def _standard_sample(self, rng, shape):
+        raise NotImplementedError
+
+    def __call__(self, shape, dtype="float32"):
+        """Return samples; see :meth:`Initializer.__call__`."""
+        dtype = _float_dtype(dtype)
+        sample = self._standard_sample(self._rng(), _shape(shape))
+        return (sample * self.stddev + self.mean).astype(dtype)
+
+    def get_config(self):
+        """Return ``seed``, ``mean`` and ``stddev``."""
+        return {**super().get_config(), "mean": self.mean,
+                "stddev": self.stddev}
+
+
+class RandomNormal(_NormalInitializer):
     """Normal distribution ``N(mean, stddev**2)``.
 
     Parameters
@@ -341,23 +363,11 @@ class RandomNormal(_RandomInitializer):
         See the module docstring.
     """
 
-    def __init__(self, mean=0.0, stddev=0.05, seed=None):
-        self.mean, self.stddev = mean, stddev
-        super().__init__(seed)
-
-    def __call__(self, shape, dtype="float32"):
-        """Return samples; see :meth:`Initializer.__call__`."""
-        dtype = _float_dtype(dtype)
-        sample = self._rng().standard_normal(_shape(shape))
-        return (sample * self.stddev + self.mean).astype(dtype)
-
-    def get_config(self):
-        """Return ``seed``, ``mean`` and ``stddev``."""
-        return {**super().get_config(), "mean": self.mean,
-                "stddev": self.stddev}
+    def _standard_sample(self, rng, shape):
+        return rng.standard_normal(shape)
 
 
-class TruncatedNormal(_RandomInitializer):
+class TruncatedNormal(_NormalInitializer):
     """Normal distribution truncated to ``mean +- 2 * stddev`` (as Keras).
 
     Parameters
@@ -370,20 +380,8 @@ class TruncatedNormal(_RandomInitializer):
         See the module docstring.
     """
 
-    def __init__(self, mean=0.0, stddev=0.05, seed=None):
-        self.mean, self.stddev = mean, stddev
-        super().__init__(seed)
-
-    def __call__(self, shape, dtype="float32"):
-        """Return samples; see :meth:`Initializer.__call__`."""
-        dtype = _float_dtype(dtype)
-        sample = _truncated_standard_normal(self._rng(), _shape(shape))
-        return (sample * self.stddev + self.mean).astype(dtype)
-
-    def get_config(self):
-        """Return ``seed``, ``mean`` and ``stddev``."""
-        return {**super().get_config(), "mean": self.mean,
-                "stddev": self.stddev}
+    def _standard_sample(self, rng, shape):
+        return _truncated_standard_normal(rng, shape)
 
 
 class RandomUniform(_RandomInitializer):
