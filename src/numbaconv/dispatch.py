@@ -76,16 +76,12 @@ class Implementation:
     applies: Callable
 
 
-def _depthwise_nhwc(spec):
-    return spec.data_format == "channels_last" and spec.in_channels == spec.groups > 1
-
-
+# Every nest reads channels_last; numbaconv.functional.plan reorders
+# channels_first data around them.
 IMPLEMENTATIONS = (
-    Implementation("cpu.depthwise", "nhwc_depthwise", _depthwise_nhwc),
-    Implementation("cpu.dense.nhwc", "nhwc_dense",
-                   lambda spec: spec.data_format == "channels_last" and spec.groups == 1),
-    Implementation("cpu.grouped.nhwc", "nhwc", lambda spec: spec.data_format == "channels_last"),
-    Implementation("cpu.direct.nchw", "nchw", lambda spec: spec.data_format == "channels_first"),
+    Implementation("cpu.depthwise", "nhwc_depthwise", lambda spec: spec.is_depthwise),
+    Implementation("cpu.dense", "nhwc_dense", lambda spec: spec.groups == 1),
+    Implementation("cpu.grouped", "nhwc", lambda spec: True),
 )
 
 
@@ -118,6 +114,7 @@ def select(spec, relu, hot):
     Parameters
     ----------
     spec : ConvSpec
+        channels_last (:func:`numbaconv.functional.plan` reorders channels_first data).
     relu : bool
         Fuse a rectification into the kernel.
     hot : bool
@@ -126,12 +123,15 @@ def select(spec, relu, hot):
     Returns
     -------
     name : str
-        The implementation and tier chosen, e.g. ``"cpu.dense.nhwc/specialized"``.
+        The implementation and tier chosen, e.g. ``"cpu.dense/specialized"``.
     nest : str
         The loop nest; :func:`numbaconv.cpu.direct.pack_weights` prepares its weights.
     run : callable
         ``run(x, packed_w, b, out, spec, relu)``.
     """
+    if spec.data_format != "channels_last":
+        raise ValueError(f"select() takes channels_last specs. Received "
+                         f"data_format={spec.data_format!r}")
     impl = next(impl for impl in IMPLEMENTATIONS if impl.applies(spec))
     if _wants_specialized(spec, hot):
         key = ("cpu", impl.nest, "specialized",

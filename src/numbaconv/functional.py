@@ -7,17 +7,19 @@ before any compiled code runs.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
 
 from . import activations
+from .cpu import layout
 from .cpu.direct import pack_weights
 from .dispatch import prefers_padded_input, select
 from .spec import ConvSpec
 from .variables import Variable
 
-__all__ = ["conv2d", "as_float_array", "compute_dtypes", "convolve", "is_fused_relu"]
+__all__ = ["conv2d", "as_float_array", "compute_dtypes", "convolve", "plan", "is_fused_relu"]
 
 
 def as_float_array(value, name):
@@ -79,6 +81,48 @@ def _all_finite(kernel):
     return bool(np.isfinite(kernel).all())
 
 
+def plan(spec, relu, hot, finite_kernel=True):
+    """How :func:`convolve` runs ``spec``: implementation, nest, runner and the spec it runs.
+
+    Every loop nest reads and writes channels_last: channels_first data is
+    reordered on the way in and out (see :mod:`numbaconv.cpu.layout`).
+    Kernels skip taps over padding; the input is padded explicitly instead
+    when border pixels would cost more than the copy, and when an inf/NaN
+    weight must meet the padded zeros (0 * inf = NaN, as in XLA).
+
+    Parameters
+    ----------
+    spec : ConvSpec
+    relu : bool
+        Fuse a rectification into the kernel.
+    hot : bool
+        The configuration is expected to run again (worth specializing).
+    finite_kernel : bool, default True
+        The kernel holds no inf/NaN.
+
+    Returns
+    -------
+    name : str
+        Implementation and tier, as :func:`numbaconv.dispatch.select` reports it.
+    nest : str
+        The loop nest (:func:`~numbaconv.cpu.direct.pack_weights` prepares its weights).
+    run : callable
+        ``run(x, packed_w, b, out, run_spec, relu)``.
+    run_spec : ConvSpec
+        channels_last, padded if ``pads`` are not zero.
+    pads : ((int, int), (int, int))
+        Zeros to add around the input before ``run``.
+    """
+    run_spec = spec.as_channels_last()
+    name, nest, run = select(run_spec, relu, hot)
+    pads = ((0, 0), (0, 0))
+    if spec.pads != pads and (prefers_padded_input(nest, run_spec) or not finite_kernel):
+        pads = spec.pads
+        run_spec, _ = run_spec.padded()
+        name, nest, run = select(run_spec, relu, hot)
+    return name, nest, run, run_spec, pads
+
+
 def convolve(spec, x, kernel, bias, activation, hot):
     """Run ``activation(conv(x, kernel) + bias)`` for a validated ``spec``.
 
@@ -104,26 +148,15 @@ def convolve(spec, x, kernel, bias, activation, hot):
         In ``spec.dtype`` and ``spec.data_format``.
     """
     dtype = np.dtype(spec.dtype)
-    out = np.empty(spec.output_shape, dtype=dtype)
     relu = is_fused_relu(activation)
-    if out.size == 0:
-        return out
-    _, nest, run = select(spec, relu, hot)
-    if spec.pads != ((0, 0), (0, 0)) and (prefers_padded_input(nest, spec)
-                                          or not _all_finite(kernel)):
-        # Kernels skip taps over padding.  Pad explicitly when border pixels
-        # would cost more than the copy, and when an inf/NaN weight must meet
-        # the padded zeros (0 * inf = NaN, as in XLA).
-        spec, widths = spec.padded()
-        x = np.pad(np.asarray(x, dtype=dtype), widths)
-        _, nest, run = select(spec, relu, hot)
-    # Kernels are compiled per array type, and Numba types read-only arrays
-    # apart: hand them writable C-contiguous arrays only, so one compilation
-    # serves every call (copies of bias and weights are small; read-only
-    # inputs such as memory maps are copied).
-    x = np.ascontiguousarray(x, dtype=dtype)
-    if not x.flags.writeable:
-        x = x.copy()
+    if math.prod(spec.output_shape) == 0:
+        return np.empty(spec.output_shape, dtype=dtype)
+    finite = spec.pads == ((0, 0), (0, 0)) or _all_finite(kernel)  # only padding needs it
+    _, nest, run, run_spec, pads = plan(spec, relu, hot, finite_kernel=finite)
+    # Kernels are compiled per array type: they get writable C-contiguous
+    # arrays of the compute dtype only, so one compilation serves every call
+    # (copies of bias and weights are small).
+    x = layout.channels_last_input(x, spec.data_format, pads, dtype)
     b = np.zeros(spec.filters, dtype=dtype) if bias is None else np.array(bias, dtype=dtype)
 
     def pack(value):
@@ -131,7 +164,10 @@ def convolve(spec, x, kernel, bias, activation, hot):
 
     packed = (kernel.derived((nest, dtype), pack) if isinstance(kernel, Variable)
               else pack(kernel))
-    run(x, packed, b, out, spec, relu)
+    out = np.empty(run_spec.output_shape, dtype=dtype)
+    run(x, packed, b, out, run_spec, relu)
+    if spec.data_format == "channels_first":
+        out = layout.to_channels_first(out)
     if relu or activation is activations.linear:
         return out
     return np.asarray(activation(out), dtype=dtype)

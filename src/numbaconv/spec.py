@@ -321,6 +321,11 @@ class ConvSpec:
                        pads=((0, 0), (0, 0)))
         return spec, widths
 
+    def as_channels_last(self):
+        """The same convolution on channels_last arrays (the layout every loop nest reads)."""
+        return self if self.data_format == "channels_last" else replace(
+            self, data_format="channels_last")
+
     @functools.cached_property
     def output_hw(self):
         """``(out_height, out_width)`` (computed once: kernels ask for it on every call)."""

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from . import activations
+from .cpu import layout
 from .cpu.direct import pack_weights
-from .dispatch import select
-from .functional import is_fused_relu
+from .functional import is_fused_relu, plan
 from .layer import Conv2D
 from .spec import ConvSpec
 
@@ -78,13 +78,17 @@ def warmup(configurations, dtype="float32", progress=None):
     start = time.perf_counter()
     chosen = []
     for index, (spec, relu) in enumerate(specs, 1):
-        name, nest, run = select(spec, relu, hot=True)
-        # A zero-batch call compiles for these array types and runs no task.
-        empty = dataclasses.replace(spec, batch=0)
+        name, nest, run, run_spec, pads = plan(spec, relu, hot=True)
+        # Zero-batch calls compile for these array types and run no task.
         dt = np.dtype(spec.dtype)
-        x = np.zeros(empty.input_shape, dt)
-        w = pack_weights(nest, np.zeros(spec.kernel_shape, dt))
-        run(x, w, np.zeros(spec.filters, dt), np.zeros(empty.output_shape, dt), empty, relu)
+        x = layout.channels_last_input(np.zeros(replace(spec, batch=0).input_shape, dt),
+                                       spec.data_format, pads, dt)
+        empty = replace(run_spec, batch=0)
+        out = np.zeros(empty.output_shape, dt)
+        run(x, pack_weights(nest, np.zeros(spec.kernel_shape, dt)), np.zeros(spec.filters, dt),
+            out, empty, relu)
+        if spec.data_format == "channels_first":
+            layout.to_channels_first(out)
         chosen.append(name)
         elapsed = time.perf_counter() - start
         if progress or (progress is None and elapsed > 1.0):

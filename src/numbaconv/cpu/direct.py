@@ -225,61 +225,6 @@ def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
         _store_tile(out, acc, n, oh, ow, oc0, 1, OCB, COUT, RELU)
 
 
-def _nchw_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
-    """channels_first: one output row of a block of ``TW`` filters (one group).
-
-    The row is accumulated in a small buffer; every input row read is used
-    by the ``TW`` filters at once, and the innermost loop runs along the row
-    (contiguous for unit stride), with no transposed copy of the input.
-    """
-    H, W = x.shape[2], x.shape[3]
-    OH, OW = out.shape[2], out.shape[3]
-    blocks = G * COUT // TW
-    n = task // (blocks * OH)
-    rest = task - n * blocks * OH
-    block = rest // OH
-    oh = rest - block * OH
-    f0 = block * TW
-    g = f0 // COUT
-    acc = np.empty((TW, OW), dtype=out.dtype)
-    weights = np.empty(TW, dtype=out.dtype)
-    for fo in range(TW):
-        for ow in range(OW):
-            acc[fo, ow] = b[f0 + fo]
-    ih0 = oh * SH - PT
-    ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
-    for ic in range(CIN):
-        for ki in range(ki_lo, ki_hi):
-            row = x[n, g * CIN + ic, ih0 + ki * DH]
-            for kj in range(KW):
-                offset = kj * DW - PL
-                ow_lo, ow_hi = _valid_range(OW, W, SW, offset)
-                if ow_hi <= ow_lo:
-                    continue
-                for fo in range(TW):
-                    weights[fo] = w[ki, kj, ic, f0 + fo]
-                # Slices start at the first valid column so the loop index
-                # is provably non-negative (no wraparound check).
-                if SW == 1:
-                    contiguous = row[ow_lo + offset:ow_hi + offset]
-                    for i in range(ow_hi - ow_lo):
-                        v = contiguous[i]
-                        for fo in range(TW):
-                            acc[fo, ow_lo + i] += weights[fo] * v
-                else:
-                    strided = row[ow_lo * SW + offset:(ow_hi - 1) * SW + offset + 1:SW]
-                    for i in range(ow_hi - ow_lo):
-                        v = strided[i]
-                        for fo in range(TW):
-                            acc[fo, ow_lo + i] += weights[fo] * v
-    for fo in range(TW):
-        for ow in range(OW):
-            value = acc[fo, ow]
-            if RELU and value < 0:
-                value = 0
-            out[n, f0 + fo, oh, ow] = value
-
-
 def _depthwise_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
                     RELU):
     """channels_last depthwise (``CIN == 1``): one output row, vectorized along channels.
@@ -340,12 +285,12 @@ def _depthwise_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, 
 
 
 #: The nests by name, in the order of their compile-time selector.
-NESTS = ("nhwc", "nchw", "nhwc_depthwise", "nhwc_dense", "nhwc_dense_edge")
+NESTS = ("nhwc", "nhwc_depthwise", "nhwc_dense", "nhwc_dense_edge")
 # Inlined into the drivers.  Module globals, not closure variables: Numba's
 # disk cache can only key closures over plain values.
-_grouped, _nchw, _depthwise, _dense, _dense_edge = (
+_grouped, _depthwise, _dense, _dense_edge = (
     njit(inline="always")(task)
-    for task in (_grouped_task, _nchw_task, _depthwise_task, _dense_task, _dense_edge_task))
+    for task in (_grouped_task, _depthwise_task, _dense_task, _dense_edge_task))
 
 
 # Fused multiply-add (one rounding instead of two) is what every fast
@@ -365,12 +310,9 @@ def _generic_driver(NEST):
                          RELU)
         elif NEST == 1:
             for task in prange(tasks):
-                _nchw(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU)
-        elif NEST == 2:
-            for task in prange(tasks):
                 _depthwise(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
                            RELU)
-        elif NEST == 3:
+        elif NEST == 2:
             for task in prange(tasks):
                 _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
                        RELU)
@@ -393,14 +335,11 @@ DEPTHWISE_SPAN = 128
 
 
 def tile_width(nest, spec):
-    """The tile size ``TW`` of ``nest`` on ``spec`` (pixels, or filters for channels_first)."""
+    """The tile size ``TW`` of ``nest`` on ``spec``, in output pixels."""
     if nest == "nhwc_dense":
         return DENSE_TILE
     if nest == "nhwc_depthwise":
         return max(1, min(16, -(-DEPTHWISE_SPAN // spec.groups)))
-    if nest == "nchw":  # filters per block: a divisor of the group's filters
-        cout = spec.filters // spec.groups
-        return next(block for block in (8, 4, 2, 1) if cout % block == 0)
     return 1
 
 
@@ -426,8 +365,6 @@ def interior_pixels(spec):
 def task_count(nest, spec):
     """Parallel tasks of ``nest`` on ``spec``: output rows, times filter blocks where split."""
     out_h = spec.output_hw[0]
-    if nest == "nchw":
-        return spec.batch * out_h * (spec.filters // tile_width(nest, spec))
     if nest == "nhwc_dense":
         return spec.batch * out_h * -(-spec.filters // DENSE_BLOCK)
     return spec.batch * out_h
@@ -487,12 +424,9 @@ def specialized_kernel(nest, spec, relu):
                          RELU)
         elif NEST == 1:
             for task in prange(tasks):
-                _nchw(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU)
-        elif NEST == 2:
-            for task in prange(tasks):
                 _depthwise(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
                            RELU)
-        elif NEST == 3:
+        elif NEST == 2:
             for task in prange(tasks):
                 _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
                        RELU)
