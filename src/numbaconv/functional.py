@@ -160,9 +160,9 @@ def convolve(spec, x, kernel, bias, activation, hot):
     b = np.zeros(spec.filters, dtype=dtype) if bias is None else np.array(bias, dtype=dtype)
 
     def pack(value):
-        return pack_weights(nest, np.array(value, dtype=dtype, order="C"))
+        return pack_weights(nest, np.array(value, dtype=dtype, order="C"), spec.groups)
 
-    packed = (kernel.derived((nest, dtype), pack) if isinstance(kernel, Variable)
+    packed = (kernel.derived((nest, dtype, spec.groups), pack) if isinstance(kernel, Variable)
               else pack(kernel))
     out = np.empty(run_spec.output_shape, dtype=dtype)
     run(x, packed, b, out, run_spec, relu)

@@ -124,22 +124,32 @@ def _explicit_pads(padding):
     return tuple(tuple(int(v) for v in p) for p in pads)
 
 
+_config_cache = {}
+
+
 def image_data_format():
     """The default layout: ``image_data_format`` from the Keras config file.
 
     Reads ``$KERAS_HOME/keras.json`` (default ``~/.keras/keras.json``) the way
-    Keras does, on every call so that edits take effect without re-import.
-    A missing or unreadable file means ``"channels_last"``.
+    Keras does.  The file is parsed again only when its modification time or
+    size changes, so edits take effect without re-import at the cost of one
+    ``stat`` per call.  A missing or unreadable file means ``"channels_last"``.
     """
     keras_home = os.environ.get("KERAS_HOME") or os.path.join(
         os.path.expanduser("~"), ".keras"
     )
+    path = os.path.join(keras_home, "keras.json")
     try:
-        with open(os.path.join(keras_home, "keras.json")) as f:
-            value = json.load(f).get("image_data_format", "channels_last")
+        stat = os.stat(path)
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in _config_cache:
+            with open(path) as f:
+                value = json.load(f).get("image_data_format", "channels_last")
+            _config_cache.clear()
+            _config_cache[key] = value if value in _LAYOUTS else "channels_last"
+        return _config_cache[key]
     except (OSError, ValueError, AttributeError):
         return "channels_last"
-    return value if value in _LAYOUTS else "channels_last"
 
 
 def standardize_data_format(data_format):

@@ -85,7 +85,8 @@ def warmup(configurations, dtype="float32", progress=None):
                                        spec.data_format, pads, dt)
         empty = replace(run_spec, batch=0)
         out = np.zeros(empty.output_shape, dt)
-        run(x, pack_weights(nest, np.zeros(spec.kernel_shape, dt)), np.zeros(spec.filters, dt),
+        run(x, pack_weights(nest, np.zeros(spec.kernel_shape, dt), spec.groups),
+            np.zeros(spec.filters, dt),
             out, empty, relu)
         if spec.data_format == "channels_first":
             layout.to_channels_first(out)

@@ -32,6 +32,10 @@ __all__ = ["NESTS", "generic_kernel", "specialized_kernel", "pack_weights", "pac
            "task_count"]
 
 
+# A zero for a float variable is written ``array.dtype.type(0)``: a literal
+# 0 would make Numba type the variable float64 and compute float32 in double.
+
+
 @njit(inline="always")
 def _valid_range(count, size, stride, offset):
     """Outputs ``o`` in ``[0, count)`` whose input ``o * stride + offset`` is in ``[0, size)``."""
@@ -76,7 +80,7 @@ def _grouped_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, CO
             for f in range(F):
                 value = acc[p, f]
                 if RELU and value < 0:
-                    value = 0
+                    value = out.dtype.type(0)
                 out[n, oh, ow0 + p, f] = value
 
 
@@ -91,16 +95,19 @@ def _dense_blocks(filters):
     return (filters + DENSE_BLOCK - 1) // DENSE_BLOCK
 
 
-def pack_weights(nest, kernel):
-    """``kernel`` in the order ``nest`` reads it.
+def pack_weights(nest, kernel, groups):
+    """``kernel`` (Keras layout) in the order ``nest`` reads it.
 
     The dense nest reads ``(blocks, kh, kw, CIN, 64)`` filter blocks, the
-    last one padded with zero filters; the other nests read the Keras layout
-    as is.
+    last one padded with zero filters; the depthwise nest with one filter per
+    channel reads ``(kh, kw, 1, span)``, each tap's channel vector repeated
+    over the pixels of a tile; the other nests read the Keras layout as is.
     """
+    kh, kw, cin, filters = kernel.shape
+    if nest == "nhwc_depthwise" and filters == groups:
+        return _tile_channels(kernel, _depthwise_span.py_func(filters))
     if nest != "nhwc_dense":
         return kernel
-    kh, kw, cin, filters = kernel.shape
     blocks = -(-filters // DENSE_BLOCK)
     packed = np.zeros((kh, kw, cin, blocks * DENSE_BLOCK), dtype=kernel.dtype)
     packed[..., :filters] = kernel
@@ -108,13 +115,22 @@ def pack_weights(nest, kernel):
         packed.reshape(kh, kw, cin, blocks, DENSE_BLOCK).transpose(3, 0, 1, 2, 4))
 
 
-def pack_bias(nest, bias):
-    """``bias`` padded like the filters of :func:`pack_weights`."""
-    if nest != "nhwc_dense" or bias.shape[0] % DENSE_BLOCK == 0:
+def pack_bias(nest, bias, groups):
+    """``bias`` laid out like the filters of :func:`pack_weights`."""
+    filters = bias.shape[0]
+    if nest == "nhwc_depthwise" and filters == groups:
+        return _tile_channels(bias, _depthwise_span.py_func(filters))
+    if nest != "nhwc_dense" or filters % DENSE_BLOCK == 0:
         return bias
-    packed = np.zeros(-(-bias.shape[0] // DENSE_BLOCK) * DENSE_BLOCK, dtype=bias.dtype)
-    packed[:bias.shape[0]] = bias
+    packed = np.zeros(-(-filters // DENSE_BLOCK) * DENSE_BLOCK, dtype=bias.dtype)
+    packed[:filters] = bias
     return packed
+
+
+def _tile_channels(values, span):
+    """``values`` repeated along the last axis to length ``span`` (a multiple of it)."""
+    return np.ascontiguousarray(np.tile(values, (1,) * (values.ndim - 1)
+                                        + (span // values.shape[-1],)))
 
 
 @njit(inline="always")
@@ -150,7 +166,7 @@ def _store_tile(out, acc, n, oh, ow, oc0, P, OCB, COUT, RELU):
         for o in range(valid):
             value = acc[p * OCB + o]
             if RELU and value < 0:
-                value = 0
+                value = out.dtype.type(0)
             out[n, oh, ow + p, oc0 + o] = value
 
 
@@ -225,13 +241,64 @@ def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
         _store_tile(out, acc, n, oh, ow, oc0, 1, OCB, COUT, RELU)
 
 
+#: Values per innermost loop of the depthwise nest (pixels × channels, the
+#: pixels of a tile contiguous in input and output for unit strides).
+DEPTHWISE_SPAN = 64
+
+
+@njit(inline="always")
+def _depthwise_span(channels):
+    """Values per packed depthwise tap: whole pixels, at least :data:`DEPTHWISE_SPAN`."""
+    return max(1, DEPTHWISE_SPAN // channels) * channels
+
+
+@njit(inline="always")
+def _depthwise_window(image, w, b, dst, start, ih0, iw0, size, H, W, C, KH, KW, DH, DW,
+                      clip_rows, clip_columns, RELU):
+    """``dst[start:start + size]``: flat output values from input column ``iw0``, taps unrolled.
+
+    ``image`` is one input image, flattened (``H * W * C``).
+
+    The values are ``size // C`` pixels × ``C`` channels, contiguous in
+    input and output (unit stride, or one pixel).  Taps over padding are
+    replaced by zeros through a select on a clamped (always valid) address,
+    so the tap loops have constant trip counts and unroll, and the loop over
+    the values is the innermost one: vectorized, with its sums in registers.
+    The call sites pass ``clip_rows`` / ``clip_columns`` as constants: taps
+    known to be inside the input compile without the select.  Only one-pixel
+    spans may clip columns.
+    """
+    for i in range(size):
+        value = b[i]
+        for ki in range(KH):
+            ih = ih0 + ki * DH
+            row = min(max(ih, 0), H - 1) * W
+            for kj in range(KW):
+                iw = iw0 + kj * DW
+                inside = (not clip_rows or 0 <= ih < H) and (not clip_columns or 0 <= iw < W)
+                v = image[np.uint64((row + min(max(iw, 0), W - 1)) * C + i)]
+                if inside:  # a select
+                    value += v * w[ki, kj, 0, i]
+        if RELU and value < 0:
+            value = dst.dtype.type(0)
+        dst[np.uint64(start + i)] = value
+
+
 def _depthwise_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
                     RELU):
     """channels_last depthwise (``CIN == 1``): one output row, vectorized along channels.
 
-    Output channel ``c * COUT + m`` reads only input channel ``c``.  The
-    output row (in cache) receives, tap by tap, a shifted input row times
-    the tap's channel vector.  It is memory-bound.
+    With one filter per channel (``COUT == 1``), ``w`` is packed by
+    ``(kh, kw, 1, span)`` by :func:`pack_weights`: each tap's channel vector
+    repeated over the ``TW`` pixels of a tile, which are contiguous in input
+    and output for unit strides, so a tile is one flat loop of ``TW * C``
+    values.  Interior tiles (every column inside the input) run in full;
+    border pixels one at a time.  It is memory-bound: each output value is
+    stored once, each input value read from cache.
+
+    With several filters per channel (``COUT > 1``), output channel
+    ``c * COUT + m`` reads input channel ``c``; the row accumulates tap by
+    tap, ``w`` in the Keras layout.
     """
     H, W = x.shape[1], x.shape[2]
     OH, OW = out.shape[1], out.shape[2]
@@ -239,44 +306,52 @@ def _depthwise_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, 
     n = task // OH
     oh = task - n * OH
     ih0 = oh * SH - PT
-    ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
     row = out[n, oh]
+    if COUT == 1:
+        # Flat views made once per row: a view costs an atomic reference count.
+        flat = row.reshape(OW * G)
+        image = x[n].reshape(H * W * G)
+        inner_lo, inner_hi, tiles = _dense_interior(OW, W, KW, SW, DW, PL, TW)
+        if 0 <= ih0 and ih0 + (KH - 1) * DH < H:  # every row of the window inside
+            for t in range(tiles):
+                ow = min(inner_lo + t * TW, inner_hi - TW)
+                _depthwise_window(image, w, b, flat, ow * G, ih0, ow * SW - PL, TW * G, H, W, G,
+                                  KH, KW, DH, DW, False, False, RELU)
+        else:
+            for t in range(tiles):
+                ow = min(inner_lo + t * TW, inner_hi - TW)
+                _depthwise_window(image, w, b, flat, ow * G, ih0, ow * SW - PL, TW * G, H, W, G,
+                                  KH, KW, DH, DW, True, False, RELU)
+        for ow in range(OW):
+            if not inner_lo <= ow < inner_hi:
+                _depthwise_window(image, w, b, flat, ow * G, ih0, ow * SW - PL, G, H, W, G, KH,
+                                  KW, DH, DW, True, True, RELU)
+    else:
+        _depthwise_multiplier_row(x, w, b, row, n, ih0, KH, KW, SW, DH, DW, PL, G, COUT, RELU)
+
+
+@njit(inline="always")
+def _depthwise_multiplier_row(x, w, b, row, n, ih0, KH, KW, SW, DH, DW, PL, G, COUT, RELU):
+    """One output row of a depthwise layer with ``COUT`` filters per channel, tap by tap."""
+    H, W = x.shape[1], x.shape[2]
+    OW = row.shape[0]
+    F = G * COUT
+    ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
     for ow in range(OW):
         for f in range(F):
             row[ow, f] = b[f]
-    if COUT == 1 and SW == 1:
-        # Unit stride: a run of TW pixels is one contiguous vector of TW * G
-        # values in input and output, long enough to vectorize even for few
-        # channels.  The taps are tiled TW times to match.
-        flat = row.reshape(OW * G)
-        span = TW * G
-        tiled = np.empty(span, dtype=out.dtype)
-        for ki in range(ki_lo, ki_hi):
-            source = x[n, ih0 + ki * DH].reshape(W * G)
-            for kj in range(KW):
-                offset = kj * DW - PL
-                ow_lo, ow_hi = _valid_range(OW, W, 1, offset)
-                for i in range(span):
-                    tiled[i] = w[ki, kj, 0, i % G]
-                for ow in range(ow_lo, ow_hi, TW):
-                    size = min(TW, ow_hi - ow) * G
-                    dst = flat[ow * G:ow * G + size]
-                    src = source[(ow + offset) * G:(ow + offset) * G + size]
-                    for i in range(size):
-                        dst[i] += src[i] * tiled[i]
-    else:
-        for ki in range(ki_lo, ki_hi):
-            source = x[n, ih0 + ki * DH]
-            for kj in range(KW):
-                offset = kj * DW - PL
-                ow_lo, ow_hi = _valid_range(OW, W, SW, offset)
-                taps = w[ki, kj, 0]
-                for ow in range(ow_lo, ow_hi):
-                    iw = ow * SW + offset
-                    for c in range(G):
-                        v = source[iw, c]
-                        for m in range(COUT):
-                            row[ow, c * COUT + m] += v * taps[c * COUT + m]
+    for ki in range(ki_lo, ki_hi):
+        source = x[n, ih0 + ki * DH]
+        for kj in range(KW):
+            offset = kj * DW - PL
+            ow_lo, ow_hi = _valid_range(OW, W, SW, offset)
+            taps = w[ki, kj, 0]
+            for ow in range(ow_lo, ow_hi):
+                iw = ow * SW + offset
+                for c in range(G):
+                    v = source[iw, c]
+                    for m in range(COUT):
+                        row[ow, c * COUT + m] += v * taps[c * COUT + m]
     if RELU:
         for ow in range(OW):
             for f in range(F):
@@ -330,16 +405,14 @@ _GENERIC = {name: _generic_driver(index) for index, name in enumerate(NESTS)}
 #: 4 pixels × 64 filters = 16 AVX-512 accumulators; measured here, 5 and 6
 #: (which fit the register file on paper) ran 3-4x slower: LLVM spills them.
 DENSE_TILE = 4
-#: Values per innermost loop of the depthwise nest: long enough to vectorize.
-DEPTHWISE_SPAN = 128
 
 
 def tile_width(nest, spec):
     """The tile size ``TW`` of ``nest`` on ``spec``, in output pixels."""
     if nest == "nhwc_dense":
         return DENSE_TILE
-    if nest == "nhwc_depthwise":
-        return max(1, min(16, -(-DEPTHWISE_SPAN // spec.groups)))
+    if nest == "nhwc_depthwise":  # pixels per tile: contiguous only for unit strides
+        return _depthwise_span.py_func(spec.groups) // spec.groups if spec.strides[1] == 1 else 1
     return 1
 
 
@@ -390,7 +463,7 @@ def generic_kernel(nest):
     drive = _GENERIC[nest]
 
     def run(x, w, b, out, spec, relu):
-        b = pack_bias(nest, b)
+        b = pack_bias(nest, b, spec.groups)
         drive(x, w, b, out, task_count(nest, spec), *kernel_arguments(nest, spec), bool(relu))
         _finish(nest, x, w, b, out, spec, relu)
 
@@ -436,7 +509,7 @@ def specialized_kernel(nest, spec, relu):
                             TW, RELU)
 
     def run(x, w, b, out, spec, relu):
-        b = pack_bias(nest, b)
+        b = pack_bias(nest, b, spec.groups)
         drive(x, w, b, out, task_count(nest, spec))
         _finish(nest, x, w, b, out, spec, relu)
 
