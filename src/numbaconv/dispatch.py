@@ -15,7 +15,7 @@ from typing import Callable
 from .cache import kernel_cache
 from .cpu import direct
 
-__all__ = ["Implementation", "IMPLEMENTATIONS", "select", "prefers_padded_input",
+__all__ = ["Implementation", "IMPLEMENTATIONS", "select", "supports", "prefers_padded_input",
            "set_specialization", "get_specialization"]
 
 _POLICIES = ("auto", "always", "never")
@@ -76,13 +76,24 @@ class Implementation:
     applies: Callable
 
 
-# Every nest reads channels_last; numbaconv.functional.plan reorders
-# channels_first data around them.
+def _channels_last(spec):
+    return spec.data_format == "channels_last"
+
+
+# The dense nest reads either layout (its input loads are scalar broadcasts);
+# the others vectorize along channels and read channels_last only:
+# numbaconv.functional.plan reorders channels_first data around them.
 IMPLEMENTATIONS = (
-    Implementation("cpu.depthwise", "nhwc_depthwise", lambda spec: spec.is_depthwise),
-    Implementation("cpu.dense", "nhwc_dense", lambda spec: spec.groups == 1),
-    Implementation("cpu.grouped", "nhwc", lambda spec: True),
+    Implementation("cpu.depthwise", "depthwise",
+                   lambda spec: spec.is_depthwise and _channels_last(spec)),
+    Implementation("cpu.dense", "dense", lambda spec: spec.groups == 1),
+    Implementation("cpu.grouped", "grouped", _channels_last),
 )
+
+
+def supports(spec):
+    """Whether an implementation reads ``spec``'s layout (else reorder to channels_last)."""
+    return any(impl.applies(spec) for impl in IMPLEMENTATIONS)
 
 
 def prefers_padded_input(nest, spec):
@@ -95,7 +106,7 @@ def prefers_padded_input(nest, spec):
     Estimated: 3x the border share of pixels against the copy at ~10 GB/s
     next to the arithmetic at ~400 GFLOP/s.
     """
-    if nest != "nhwc_dense":
+    if nest != "dense":
         return False
     out_w = spec.output_hw[1]
     interior = direct.interior_pixels(spec)
@@ -114,7 +125,7 @@ def select(spec, relu, hot):
     Parameters
     ----------
     spec : ConvSpec
-        channels_last (:func:`numbaconv.functional.plan` reorders channels_first data).
+        One that :func:`supports` (:func:`numbaconv.functional.plan` reorders others).
     relu : bool
         Fuse a rectification into the kernel.
     hot : bool
@@ -129,10 +140,10 @@ def select(spec, relu, hot):
     run : callable
         ``run(x, packed_w, b, out, spec, relu)``.
     """
-    if spec.data_format != "channels_last":
-        raise ValueError(f"select() takes channels_last specs. Received "
-                         f"data_format={spec.data_format!r}")
-    impl = next(impl for impl in IMPLEMENTATIONS if impl.applies(spec))
+    impl = next((impl for impl in IMPLEMENTATIONS if impl.applies(spec)), None)
+    if impl is None:
+        raise ValueError(f"No implementation reads data_format={spec.data_format!r} with "
+                         f"groups={spec.groups}: reorder to channels_last first")
     if _wants_specialized(spec, hot):
         key = ("cpu", impl.nest, "specialized",
                direct.kernel_arguments(impl.nest, spec), bool(relu))

@@ -15,7 +15,7 @@ import numpy as np
 from . import activations
 from .cpu import layout
 from .cpu.direct import pack_weights
-from .dispatch import prefers_padded_input, select
+from .dispatch import prefers_padded_input, select, supports
 from .spec import ConvSpec
 from .variables import Variable
 
@@ -84,8 +84,9 @@ def _all_finite(kernel):
 def plan(spec, relu, hot, finite_kernel=True):
     """How :func:`convolve` runs ``spec``: implementation, nest, runner and the spec it runs.
 
-    Every loop nest reads and writes channels_last: channels_first data is
-    reordered on the way in and out (see :mod:`numbaconv.cpu.layout`).
+    The dense nest reads both layouts; the others read channels_last, so
+    channels_first data is reordered on the way in and out for them (see
+    :mod:`numbaconv.cpu.layout`).
     Kernels skip taps over padding; the input is padded explicitly instead
     when border pixels would cost more than the copy, and when an inf/NaN
     weight must meet the padded zeros (0 * inf = NaN, as in XLA).
@@ -109,11 +110,11 @@ def plan(spec, relu, hot, finite_kernel=True):
     run : callable
         ``run(x, packed_w, b, out, run_spec, relu)``.
     run_spec : ConvSpec
-        channels_last, padded if ``pads`` are not zero.
+        The spec the kernel runs: its layout, padded if ``pads`` are not zero.
     pads : ((int, int), (int, int))
         Zeros to add around the input before ``run``.
     """
-    run_spec = spec.as_channels_last()
+    run_spec = spec if supports(spec) else spec.as_channels_last()
     name, nest, run = select(run_spec, relu, hot)
     pads = ((0, 0), (0, 0))
     if spec.pads != pads and (prefers_padded_input(nest, run_spec) or not finite_kernel):
@@ -156,7 +157,7 @@ def convolve(spec, x, kernel, bias, activation, hot):
     # Kernels are compiled per array type: they get writable C-contiguous
     # arrays of the compute dtype only, so one compilation serves every call
     # (copies of bias and weights are small).
-    x = layout.channels_last_input(x, spec.data_format, pads, dtype)
+    x = layout.prepare_input(x, spec.data_format, run_spec.data_format, pads, dtype)
     b = np.zeros(spec.filters, dtype=dtype) if bias is None else np.array(bias, dtype=dtype)
 
     def pack(value):
@@ -166,7 +167,7 @@ def convolve(spec, x, kernel, bias, activation, hot):
               else pack(kernel))
     out = np.empty(run_spec.output_shape, dtype=dtype)
     run(x, packed, b, out, run_spec, relu)
-    if spec.data_format == "channels_first":
+    if run_spec.data_format != spec.data_format:
         out = layout.to_channels_first(out)
     if relu or activation is activations.linear:
         return out

@@ -81,14 +81,14 @@ def warmup(configurations, dtype="float32", progress=None):
         name, nest, run, run_spec, pads = plan(spec, relu, hot=True)
         # Zero-batch calls compile for these array types and run no task.
         dt = np.dtype(spec.dtype)
-        x = layout.channels_last_input(np.zeros(replace(spec, batch=0).input_shape, dt),
-                                       spec.data_format, pads, dt)
+        x = layout.prepare_input(np.zeros(replace(spec, batch=0).input_shape, dt),
+                                 spec.data_format, run_spec.data_format, pads, dt)
         empty = replace(run_spec, batch=0)
         out = np.zeros(empty.output_shape, dt)
         run(x, pack_weights(nest, np.zeros(spec.kernel_shape, dt), spec.groups),
             np.zeros(spec.filters, dt),
             out, empty, relu)
-        if spec.data_format == "channels_first":
+        if run_spec.data_format != spec.data_format:
             layout.to_channels_first(out)
         chosen.append(name)
         elapsed = time.perf_counter() - start

@@ -45,7 +45,8 @@ def _valid_range(count, size, stride, offset):
     return lo, max(lo, min(hi, count))
 
 
-def _grouped_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
+def _grouped_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, CF,
+                  RELU):
     """channels_last, any groups: one output row, output channels innermost.
 
     A tile of ``TW`` output pixels × all filters is accumulated in a local
@@ -104,9 +105,9 @@ def pack_weights(nest, kernel, groups):
     over the pixels of a tile; the other nests read the Keras layout as is.
     """
     kh, kw, cin, filters = kernel.shape
-    if nest == "nhwc_depthwise" and filters == groups:
+    if nest == "depthwise" and filters == groups:
         return _tile_channels(kernel, _depthwise_span.py_func(filters))
-    if nest != "nhwc_dense":
+    if nest != "dense":
         return kernel
     blocks = -(-filters // DENSE_BLOCK)
     packed = np.zeros((kh, kw, cin, blocks * DENSE_BLOCK), dtype=kernel.dtype)
@@ -118,9 +119,9 @@ def pack_weights(nest, kernel, groups):
 def pack_bias(nest, bias, groups):
     """``bias`` laid out like the filters of :func:`pack_weights`."""
     filters = bias.shape[0]
-    if nest == "nhwc_depthwise" and filters == groups:
+    if nest == "depthwise" and filters == groups:
         return _tile_channels(bias, _depthwise_span.py_func(filters))
-    if nest != "nhwc_dense" or filters % DENSE_BLOCK == 0:
+    if nest != "dense" or filters % DENSE_BLOCK == 0:
         return bias
     packed = np.zeros(-(-filters // DENSE_BLOCK) * DENSE_BLOCK, dtype=bias.dtype)
     packed[:filters] = bias
@@ -135,12 +136,14 @@ def _tile_channels(values, span):
 
 @njit(inline="always")
 def _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, iw0, kj_lo, kj_hi, oc0, P, OCB,
-                     SW, DH, DW, CIN):
+                     SW, DH, DW, CIN, CF):
     """``acc = bias + x · w[blk]`` for ``P`` pixels from column ``iw0`` × ``OCB`` filters.
 
     ``w[blk]`` is one packed filter block, ``(kh, kw, CIN, OCB)``.  The
     innermost loop runs over its ``OCB`` contiguous filters with the input
-    value broadcast; the ``P`` pixels share every weight vector loaded.
+    value broadcast; the ``P`` pixels share every weight vector loaded.  The
+    input values are scalar loads either way, so ``x`` may be channels_first
+    (``CF``): each tile then reads a few cache lines per channel row.
     """
     for p in range(P):
         for o in range(OCB):
@@ -151,14 +154,20 @@ def _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, iw0, kj_lo, kj_hi,
             iw = iw0 + kj * DW
             for ic in range(CIN):
                 for p in range(P):
-                    v = x[n, ih, iw + p * SW, ic]
+                    if CF:
+                        v = x[n, ic, ih, iw + p * SW]
+                    else:
+                        v = x[n, ih, iw + p * SW, ic]
                     for o in range(OCB):
                         acc[p * OCB + o] += v * w[blk, ki, kj, ic, o]
 
 
 @njit(inline="always")
-def _store_tile(out, acc, n, oh, ow, oc0, P, OCB, COUT, RELU):
-    """Write ``P`` pixels × the real filters of ``acc`` to ``out``, rectified if ``RELU``."""
+def _store_tile(out, acc, n, oh, ow, oc0, P, OCB, COUT, CF, RELU):
+    """Write ``P`` pixels × the real filters of ``acc`` to ``out``, rectified if ``RELU``.
+
+    A channels_first ``out`` (``CF``) receives ``P`` contiguous values per filter.
+    """
     # A constant OCB when the filters fill whole blocks; the last block of a
     # padded kernel holds fewer real filters.
     valid = OCB if COUT % OCB == 0 else min(OCB, COUT - oc0)
@@ -167,7 +176,18 @@ def _store_tile(out, acc, n, oh, ow, oc0, P, OCB, COUT, RELU):
             value = acc[p * OCB + o]
             if RELU and value < 0:
                 value = out.dtype.type(0)
-            out[n, oh, ow + p, oc0 + o] = value
+            if CF:
+                out[n, oc0 + o, oh, ow + p] = value
+            else:
+                out[n, oh, ow + p, oc0 + o] = value
+
+
+@njit(inline="always")
+def _image_sizes(x, out, CF):
+    """``(H, W, OH, OW)`` of channels_last, or channels_first (``CF``), arrays."""
+    if CF:
+        return x.shape[2], x.shape[3], out.shape[2], out.shape[3]
+    return x.shape[1], x.shape[2], out.shape[1], out.shape[2]
 
 
 @njit(inline="always")
@@ -196,8 +216,8 @@ def _dense_interior(OW, W, KW, SW, DW, PL, TW):
     return lo, (hi if count else lo), count
 
 
-def _dense_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
-    """channels_last, one group: the interior tiles of one output row × one 64-filter block.
+def _dense_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, CF, RELU):
+    """One group, either layout: the interior tiles of one output row × one 64-filter block.
 
     ``w`` is packed by :func:`pack_weights`.  Each tile of ``TW`` pixels
     runs the full window, the pixels sharing every weight vector loaded and
@@ -205,8 +225,7 @@ def _dense_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT
     which runs as a separate parallel loop: sharing a loop body with them
     keeps LLVM from holding the tile in registers.
     """
-    H, W = x.shape[1], x.shape[2]
-    OH, OW = out.shape[1], out.shape[2]
+    H, W, OH, OW = _image_sizes(x, out, CF)
     n, oh, blk, OCB = _dense_row(task, OH, COUT)
     oc0 = blk * OCB
     ih0 = oh * SH - PT
@@ -216,15 +235,14 @@ def _dense_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT
     for t in range(tiles):
         ow = min(inner_lo + t * TW, inner_hi - TW)
         _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, ow * SW - PL, 0, KW, oc0,
-                         TW, OCB, SW, DH, DW, CIN)
-        _store_tile(out, acc, n, oh, ow, oc0, TW, OCB, COUT, RELU)
+                         TW, OCB, SW, DH, DW, CIN, CF)
+        _store_tile(out, acc, n, oh, ow, oc0, TW, OCB, COUT, CF, RELU)
 
 
 def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                     RELU):
+                     CF, RELU):
     """The pixels of one output row × filter block that :func:`_dense_task` leaves: window clipped."""
-    H, W = x.shape[1], x.shape[2]
-    OH, OW = out.shape[1], out.shape[2]
+    H, W, OH, OW = _image_sizes(x, out, CF)
     n, oh, blk, OCB = _dense_row(task, OH, COUT)
     oc0 = blk * OCB
     ih0 = oh * SH - PT
@@ -237,8 +255,8 @@ def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
         iw0 = ow * SW - PL
         kj_lo, kj_hi = _valid_range(KW, W, DW, iw0)
         _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, iw0, kj_lo, kj_hi, oc0, 1,
-                         OCB, SW, DH, DW, CIN)
-        _store_tile(out, acc, n, oh, ow, oc0, 1, OCB, COUT, RELU)
+                         OCB, SW, DH, DW, CIN, CF)
+        _store_tile(out, acc, n, oh, ow, oc0, 1, OCB, COUT, CF, RELU)
 
 
 #: Values per innermost loop of the depthwise nest (pixels × channels, the
@@ -285,7 +303,7 @@ def _depthwise_window(image, w, b, dst, start, ih0, iw0, size, H, W, C, KH, KW, 
 
 
 def _depthwise_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                    RELU):
+                    CF, RELU):
     """channels_last depthwise (``CIN == 1``): one output row, vectorized along channels.
 
     With one filter per channel (``COUT == 1``), ``w`` is packed by
@@ -360,7 +378,7 @@ def _depthwise_multiplier_row(x, w, b, row, n, ih0, KH, KW, SW, DH, DW, PL, G, C
 
 
 #: The nests by name, in the order of their compile-time selector.
-NESTS = ("nhwc", "nhwc_depthwise", "nhwc_dense", "nhwc_dense_edge")
+NESTS = ("grouped", "depthwise", "dense", "dense_edge")
 # Inlined into the drivers.  Module globals, not closure variables: Numba's
 # disk cache can only key closures over plain values.
 _grouped, _depthwise, _dense, _dense_edge = (
@@ -377,24 +395,24 @@ def _generic_driver(NEST):
     """A parallel driver for nest number ``NEST`` taking the geometry at run time."""
 
     @kernel_jit(parallel=True, fastmath=_CONTRACT)
-    def drive(x, w, b, out, tasks, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, RELU):
+    def drive(x, w, b, out, tasks, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, CF, RELU):
         # NEST is a constant: Numba prunes the other branches before compiling.
         if NEST == 0:
             for task in prange(tasks):
                 _grouped(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                         RELU)
+                         CF, RELU)
         elif NEST == 1:
             for task in prange(tasks):
                 _depthwise(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                           RELU)
+                           CF, RELU)
         elif NEST == 2:
             for task in prange(tasks):
                 _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                       RELU)
+                       CF, RELU)
         else:
             for task in prange(tasks):
                 _dense_edge(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
-                            TW, RELU)
+                            TW, CF, RELU)
 
     return drive
 
@@ -409,9 +427,9 @@ DENSE_TILE = 4
 
 def tile_width(nest, spec):
     """The tile size ``TW`` of ``nest`` on ``spec``, in output pixels."""
-    if nest == "nhwc_dense":
+    if nest == "dense":
         return DENSE_TILE
-    if nest == "nhwc_depthwise":  # pixels per tile: contiguous only for unit strides
+    if nest == "depthwise":  # pixels per tile: contiguous only for unit strides
         return _depthwise_span.py_func(spec.groups) // spec.groups if spec.strides[1] == 1 else 1
     return 1
 
@@ -424,7 +442,7 @@ def kernel_arguments(nest, spec):
     cin = spec.in_channels // spec.groups
     cout = spec.filters // spec.groups
     return (kh, kw, sh, sw, dh, dw, spec.pads[0][0], spec.pads[1][0], spec.groups, cin, cout,
-            tile_width(nest, spec))
+            tile_width(nest, spec), spec.data_format == "channels_first")
 
 
 def interior_pixels(spec):
@@ -438,7 +456,7 @@ def interior_pixels(spec):
 def task_count(nest, spec):
     """Parallel tasks of ``nest`` on ``spec``: output rows, times filter blocks where split."""
     out_h = spec.output_hw[0]
-    if nest == "nhwc_dense":
+    if nest == "dense":
         return spec.batch * out_h * -(-spec.filters // DENSE_BLOCK)
     return spec.batch * out_h
 
@@ -450,8 +468,8 @@ def _finish(nest, x, w, b, out, spec, relu):
     configuration instead of per configuration halves the specialization's
     compile time.
     """
-    if nest == "nhwc_dense":
-        _GENERIC["nhwc_dense_edge"](x, w, b, out, task_count(nest, spec),
+    if nest == "dense":
+        _GENERIC["dense_edge"](x, w, b, out, task_count(nest, spec),
                                     *kernel_arguments(nest, spec), bool(relu))
 
 
@@ -481,7 +499,7 @@ def specialized_kernel(nest, spec, relu):
     the first call.
     """
     NEST = NESTS.index(nest)
-    KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW = kernel_arguments(nest, spec)
+    KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, CF = kernel_arguments(nest, spec)
     RELU = bool(relu)
 
     # The same branches as the generic driver, on purpose: the constants must
@@ -494,19 +512,19 @@ def specialized_kernel(nest, spec, relu):
         if NEST == 0:
             for task in prange(tasks):
                 _grouped(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                         RELU)
+                         CF, RELU)
         elif NEST == 1:
             for task in prange(tasks):
                 _depthwise(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                           RELU)
+                           CF, RELU)
         elif NEST == 2:
             for task in prange(tasks):
                 _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                       RELU)
+                       CF, RELU)
         else:
             for task in prange(tasks):
                 _dense_edge(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
-                            TW, RELU)
+                            TW, CF, RELU)
 
     def run(x, w, b, out, spec, relu):
         b = pack_bias(nest, b, spec.groups)

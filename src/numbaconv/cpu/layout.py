@@ -1,10 +1,11 @@
-"""Parallel layout copies around the loop nests: every nest reads and writes channels_last.
+"""Parallel copies around the loop nests: explicit padding and layout reorders.
 
-channels_first data is reordered on the way in and out, as oneDNN reorders
-NCHW tensors to its blocked layouts: a copy costs a memory pass, far less
-than what a nest vectorized along channels gains over one vectorized along
+The nests that vectorize along channels read and write channels_last, so
+channels_first data is reordered for them on the way in and out, as oneDNN
+reorders NCHW tensors to its blocked layouts: a copy costs a memory pass,
+far less than what vectorizing along channels gains over vectorizing along
 short image rows.  The input copy also applies explicit zero padding, so a
-padded channels_first input costs one pass, not two.
+padded, reordered input costs one pass, not two.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from numba import prange
 
 from ..jit import kernel_jit
 
-__all__ = ["channels_last_input", "to_channels_first"]
+__all__ = ["prepare_input", "to_channels_first"]
 
 #: Square blocks transposed at a time, so that both sides of the copy stay
 #: in cache lines already loaded.
@@ -48,6 +49,26 @@ def _gather_channels_last(x, out, top, left, CHANNELS_FIRST):
 
 
 @kernel_jit(parallel=True)
+def _pad_channels_first(x, out, top, left):
+    """``out[n, c, top + h, left + w] = x[n, c, h, w]``, zero elsewhere."""
+    N, C, OH, OW = out.shape
+    H, W = x.shape[2], x.shape[3]
+    for row in prange(N * C * OH):
+        plane = row // OH
+        oh = row - plane * OH
+        n = plane // C
+        c = plane - n * C
+        h = oh - top
+        dst = out[n, c, oh]
+        if h < 0 or h >= H:
+            dst[:] = 0
+        else:
+            dst[:left] = 0
+            dst[left + W:] = 0
+            dst[left:left + W] = x[n, c, h]
+
+
+@kernel_jit(parallel=True)
 def _scatter_channels_first(y, out):
     """``out[n, c, h, w] = y[n, h, w, c]``."""
     N, H, W, C = y.shape
@@ -62,14 +83,16 @@ def _scatter_channels_first(y, out):
                         out[n, c, h, w] = src[w, c]
 
 
-def channels_last_input(x, data_format, pads, dtype):
-    """``x`` as a writable C-contiguous channels_last array of ``dtype``, zero-padded by ``pads``.
+def prepare_input(x, data_format, kernel_format, pads, dtype):
+    """``x`` as the kernel reads it: writable, C-contiguous, ``dtype``, padded, reordered.
 
     Parameters
     ----------
     x : numpy.ndarray
         4-D, in ``data_format``.
-    data_format : {"channels_last", "channels_first"}
+    data_format, kernel_format : {"channels_last", "channels_first"}
+        The layout of ``x`` and the one the kernel reads (only channels_first
+        to channels_last reorders).
     pads : ((int, int), (int, int))
         ``((top, bottom), (left, right))`` zeros to add.
     dtype : numpy.dtype
@@ -77,25 +100,28 @@ def channels_last_input(x, data_format, pads, dtype):
     Returns
     -------
     numpy.ndarray
-        ``(batch, height + top + bottom, width + left + right, channels)``;
         ``x`` itself when it already is that array.
     """
     (top, bottom), (left, right) = pads
-    channels_first = data_format == "channels_first"
-    if not channels_first and top == bottom == left == right == 0:
-        # Numba compiles read-only arrays apart: copy those (memory maps and the like).
-        x = np.ascontiguousarray(x, dtype=dtype)
-        return x if x.flags.writeable else x.copy()
-    # The copy kernels are compiled for C-contiguous arrays of the compute dtype.
+    # The copy kernels, like the nests, are compiled for writable C-contiguous
+    # arrays of the compute dtype (Numba compiles read-only arrays apart).
     x = np.ascontiguousarray(x, dtype=dtype)
-    if channels_first:
+    if not x.flags.writeable:
+        x = x.copy()
+    reorder = data_format != kernel_format
+    if not reorder and top == bottom == left == right == 0:
+        return x
+    if data_format == "channels_first":
         batch, channels, height, width = x.shape
     else:
         batch, height, width, channels = x.shape
-    out = np.empty((batch, height + top + bottom, width + left + right, channels), dtype=dtype)
-    if not x.flags.writeable:
-        x = x.copy()
-    _gather_channels_last(x, out, top, left, channels_first)
+    height, width = height + top + bottom, width + left + right
+    if kernel_format == "channels_first":
+        out = np.empty((batch, channels, height, width), dtype=dtype)
+        _pad_channels_first(x, out, top, left)
+    else:
+        out = np.empty((batch, height, width, channels), dtype=dtype)
+        _gather_channels_last(x, out, top, left, reorder)
     return out
 
 
