@@ -4,7 +4,9 @@
 
 Every layer is timed for each library in turn, interleaved round by round in
 one process, and the median is reported, so that a noisy shared machine
-affects all libraries alike.  Peers are optional: PyTorch (the better of NCHW
+affects all libraries alike.  Each sample is steady-state throughput: a burst
+of calls lasting a few milliseconds after one untimed call that wakes the
+library's threads (see :func:`_steady_time`).  Peers are optional: PyTorch (the better of NCHW
 and channels_last memory formats) and JAX (``lax.conv_general_dilated`` under
 ``jit``) are used when importable.
 """
@@ -136,6 +138,29 @@ def median_time(fn, repeats):
     return float(np.median(times))
 
 
+#: Each timed sample lasts at least this long (several calls of small layers).
+BURST_SECONDS = 0.005
+
+
+def _burst_length(seconds_per_call):
+    return max(1, min(100, int(BURST_SECONDS / max(seconds_per_call, 1e-7))))
+
+
+def _steady_time(fn, calls):
+    """Seconds per call of ``fn()`` in steady state: ``calls`` timed calls after an untimed one.
+
+    The untimed call wakes the library's thread pool, left idle while the
+    other libraries ran: on this kind of virtual machine, waking idle
+    threads costs 2-8 ms (measured for Numba's OpenMP layer after 50-200 ms
+    idle), more than a small layer's whole run.
+    """
+    fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
 _SGEMM_SCRIPT = """
 import time, numpy as np
 n = {n}
@@ -199,18 +224,17 @@ def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.
             kernel = rng.standard_normal(
                 (case.kernel, case.kernel, case.channels // case.groups, case.filters),
                 dtype=np.float32) * 0.1
-            runners = {}
+            runners, bursts = {}, {}
             for name in libraries:
                 runner = PEERS[name](case, x, kernel)
                 if runner is not None:
                     runner()  # compile / warm up
                     runners[name] = runner
+                    bursts[name] = _burst_length(median_time(runner, 3))
             times = {name: [] for name in runners}
             for _ in range(repeats):  # interleaved rounds
                 for name, runner in runners.items():
-                    start = time.perf_counter()
-                    runner()
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append(_steady_time(runner, bursts[name]))
             flops = case.flops(batch)
             gflops = {name: flops / float(np.median(t)) / 1e9 for name, t in times.items()}
             row = {"case": asdict(case), "batch": batch, "gflops": gflops,
