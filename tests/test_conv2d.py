@@ -772,20 +772,37 @@ def test_output_is_fresh_writeable_array():
 # --------------------------------------------------------------------------- NaN / inf
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("strides, dilation, padding, where", [
+NAN_CASES = [
     (1, 1, "same", (3, 4, 1)),
     (2, 1, "same", (3, 4, 1)),      # odd position skipped by some windows
     (2, 1, "valid", (1, 1, 0)),     # row/col 1 with stride 2, k 3: read by window 0 only
     (1, 2, "same", (0, 0, 3)),
     (3, 1, "valid", (6, 6, 2)),     # never read: last row/col beyond every window
     ((1, 2), (2, 1), "same", (5, 2, 0)),
-])
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("strides, dilation, padding, where", NAN_CASES)
 @pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("per_group", [4, 2, 1])  # dense, 2 groups, depthwise nests
 def test_nan_spreads_exactly_to_covering_windows(layout, strides, dilation, padding, where,
-                                                 activation):
+                                                 activation, per_group):
+    check_nan_spreads(layout, strides, dilation, padding, where, activation, per_group)
+
+
+@pytest.mark.parametrize("strides, dilation, padding, where", NAN_CASES)
+@pytest.mark.parametrize("per_group", [4, 1])
+def test_nan_spreads_exactly_in_specialized_kernels(strides, dilation, padding, where,
+                                                    per_group, specialization):
+    # Tiles, border pixels and fused ReLU of the specialized dense and depthwise nests.
+    specialization("always")
+    check_nan_spreads("channels_last", strides, dilation, padding, where, "relu", per_group)
+
+
+def check_nan_spreads(layout, strides, dilation, padding, where, activation, per_group):
     h, w, c = 7, 8, 4
-    x, k = make_data(61, 2, h, w, c, (3, 3, 2, 4), "float64")  # 2 groups
+    x, k = make_data(61, 2, h, w, c, (3, 3, per_group, 4), "float64")
     k = np.abs(k) + 0.1  # no zero weights
     r, col, ch = where
     x[1, r, col, ch] = np.nan
@@ -805,8 +822,11 @@ def test_nan_spreads_exactly_to_covering_windows(layout, strides, dilation, padd
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_inf_propagates(layout, dtype):
-    x, k = make_data(62, 1, 6, 6, 2, (3, 3, 2, 3), "float64")
+@pytest.mark.parametrize("kernel_shape", [(3, 3, 2, 3), (3, 3, 1, 2)])  # dense, depthwise
+@pytest.mark.parametrize("policy", ["never", "always"])
+def test_inf_propagates(layout, dtype, kernel_shape, policy, specialization):
+    specialization(policy)
+    x, k = make_data(62, 1, 9, 10, 2, kernel_shape, "float64")
     k = np.abs(k) + 0.1
     x[0, 2, 3, 1] = np.inf
     indicator = np.zeros_like(x)
