@@ -84,8 +84,8 @@ def _channels_last(spec):
 # the others vectorize along channels and read channels_last only:
 # numbaconv.functional.plan reorders channels_first data around them.
 IMPLEMENTATIONS = (
-    Implementation("cpu.depthwise", "depthwise",
-                   lambda spec: spec.is_depthwise and _channels_last(spec)),
+    Implementation("cpu.depthwise", "depthwise", lambda spec: spec.is_depthwise and
+                   spec.filters == spec.groups and _channels_last(spec)),
     Implementation("cpu.dense", "dense", lambda spec: spec.groups == 1),
     Implementation("cpu.grouped", "grouped", _channels_last),
 )
