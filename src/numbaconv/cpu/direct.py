@@ -32,6 +32,10 @@ __all__ = ["NESTS", "generic_kernel", "specialized_kernel", "pack_weights", "pac
            "task_count"]
 
 
+# Fused multiply-add (one rounding instead of two) is what every fast
+# convolution uses; no other fast-math liberty (no reassociation) is taken.
+_CONTRACT = {"contract"}
+
 # A zero for a float variable is written ``array.dtype.type(0)``: a literal
 # 0 would make Numba type the variable float64 and compute float32 in double.
 
@@ -254,38 +258,44 @@ def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
 DEPTHWISE_TILE = 4
 
 
-@njit(inline="always")
-def _depthwise_pixel(image, w, b, dst, start, ih0, iw0, H, W, C, KH, KW, DH, DW, RELU):
-    """``dst[start:start + C]``: the output pixel whose window starts at ``(ih0, iw0)``.
+@kernel_jit(fastmath=_CONTRACT)
+def _depthwise_border_pixel(image, w, b, dst, start, ih0, iw0, H, W, C, KH, KW, DH, DW, RELU):
+    """``dst[start:start + C]``: the output pixel whose window starts at ``(ih0, iw0)``, clipped.
 
-    ``image`` is one input image flattened (``H * W * C``).  The tap loops
-    have constant trip counts and unroll, so the loop over channels is the
-    innermost one: vectorized, with its sums in registers.  A tap over
-    padding is skipped by a condition that is the same for every channel
-    (compiled to masked loads, which read nothing when it is false).
+    ``image`` is one input image flattened (``H * W * C``), ``dst`` the output
+    row flattened.  The taps accumulate in the output, tap by tap, each a
+    vectorized loop over channels.  Called, not inlined, with the geometry
+    at run time: compiled once for every configuration (a specialized copy
+    costs ~0.5 s of compilation per configuration, for a few pixels a row).
     """
+    out = dst[start:start + C]
     for c in range(C):
-        value = b[c]
-        for ki in range(KH):
-            ih = ih0 + ki * DH
+        out[c] = b[c]
+    for ki in range(KH):
+        ih = ih0 + ki * DH
+        if 0 <= ih < H:
             for kj in range(KW):
                 iw = iw0 + kj * DW
-                if 0 <= ih < H and 0 <= iw < W:
-                    value += image[np.uint64((ih * W + iw) * C + c)] * w[ki, kj, 0, c]
-        if RELU and value < 0:
-            value = dst.dtype.type(0)
-        dst[np.uint64(start + c)] = value
+                if 0 <= iw < W:
+                    src = image[(ih * W + iw) * C:(ih * W + iw + 1) * C]
+                    taps = w[ki, kj, 0]
+                    for c in range(C):
+                        out[c] += src[c] * taps[c]
+    if RELU:
+        for c in range(C):
+            if out[c] < 0:
+                out[c] = 0
 
 
 @njit(inline="always")
-def _depthwise_tile(image, w, b, dst, start, ih0, iw0, H, W, C, KH, KW, SW, DH, DW,
-                    clip_rows, RELU):
-    """``DEPTHWISE_TILE`` (4) output pixels from column ``iw0``, every column inside the input.
+def _depthwise_tile(image, w, b, dst, start, ih0, iw0, W, C, KH, KW, SW, DH, DW, RELU):
+    """``TW`` (4) output pixels from column ``iw0`` whose windows lie inside the input.
 
-    Like :func:`_depthwise_pixel`, with one sum per pixel (written out: a
-    loop would be vectorized instead of kept in registers), the four sharing
-    each weight loaded.  ``clip_rows`` (a constant at each call site) says
-    whether window rows may leave the input.
+    ``image`` is one input image flattened (``H * W * C``), ``dst`` the output
+    row flattened.  The tap loops have constant trip counts and unroll, so
+    the loop over channels is the innermost one and is vectorized; each pixel
+    keeps its sum in registers (written out: a loop over pixels would be
+    vectorized instead), the four sharing each weight loaded.
     """
     step = SW * C
     for c in range(C):
@@ -294,15 +304,13 @@ def _depthwise_tile(image, w, b, dst, start, ih0, iw0, H, W, C, KH, KW, SW, DH, 
         s2 = s0
         s3 = s0
         for ki in range(KH):
-            ih = ih0 + ki * DH
-            if not clip_rows or 0 <= ih < H:
-                for kj in range(KW):
-                    weight = w[ki, kj, 0, c]
-                    at = (ih * W + iw0 + kj * DW) * C + c
-                    s0 += image[np.uint64(at)] * weight
-                    s1 += image[np.uint64(at + step)] * weight
-                    s2 += image[np.uint64(at + 2 * step)] * weight
-                    s3 += image[np.uint64(at + 3 * step)] * weight
+            for kj in range(KW):
+                weight = w[ki, kj, 0, c]
+                at = ((ih0 + ki * DH) * W + iw0 + kj * DW) * C + c
+                s0 += image[np.uint64(at)] * weight
+                s1 += image[np.uint64(at + step)] * weight
+                s2 += image[np.uint64(at + 2 * step)] * weight
+                s3 += image[np.uint64(at + 3 * step)] * weight
         if RELU:
             zero = dst.dtype.type(0)
             s0, s1, s2, s3 = max(s0, zero), max(s1, zero), max(s2, zero), max(s3, zero)
@@ -316,16 +324,18 @@ def _depthwise_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, 
                     RELU):
     """channels_last depthwise, one filter per channel: one output row, vectorized along channels.
 
-    Interior tiles of ``TW`` pixels (:func:`_depthwise_tile`), border pixels
-    one at a time (:func:`_depthwise_pixel`).  It is memory-bound: each
+    Tiles of ``TW`` pixels whose windows lie inside the input
+    (:func:`_depthwise_tile`); the other pixels, on the image's border, one
+    at a time (:func:`_depthwise_border_pixel`).  It is memory-bound: each
     output value is stored once, each input value read from cache.
 
-    Every inlined copy of the unrolled tap loops costs ~0.5 s of compilation
-    (measured); the copy for rows whose window leaves the input is kept
-    because running those rows pixel by pixel, or through a copy of their
-    rows, was 10-25% slower on 14²×576.  Several filters per channel (a
-    depth multiplier) go to the grouped nest instead of a branch here: Numba
-    compiles both sides of a branch on a constant inside an inlined task.
+    Compile cost shaped this (measured): every inlined copy of the unrolled
+    tile costs ~0.5 s, so there is one, and the border goes through a shared
+    function compiled once (1.5 s per specialization instead of 2.5 s; ~10%
+    slower on 7²×960, where half the pixels are border).  Several filters per
+    channel (a depth multiplier) go to the grouped nest rather than a branch
+    here: Numba compiles both sides of a branch on a constant inside an
+    inlined task.
     """
     H, W = x.shape[1], x.shape[2]
     OH, OW = out.shape[1], out.shape[2]
@@ -336,20 +346,17 @@ def _depthwise_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, 
     flat = out[n, oh].reshape(OW * G)
     image = x[n].reshape(H * W * G)
     inner_lo, inner_hi, tiles = _dense_interior(OW, W, KW, SW, DW, PL, TW)
-    if 0 <= ih0 and ih0 + (KH - 1) * DH < H:  # every row of the window inside
-        for t in range(tiles):
-            ow = min(inner_lo + t * TW, inner_hi - TW)
-            _depthwise_tile(image, w, b, flat, ow * G, ih0, ow * SW - PL, H, W, G, KH, KW, SW,
-                            DH, DW, False, RELU)
-    else:
-        for t in range(tiles):
-            ow = min(inner_lo + t * TW, inner_hi - TW)
-            _depthwise_tile(image, w, b, flat, ow * G, ih0, ow * SW - PL, H, W, G, KH, KW, SW,
-                            DH, DW, True, RELU)
+    if not (0 <= ih0 and ih0 + (KH - 1) * DH < H):  # the window leaves the input's rows
+        inner_lo = inner_hi = OW
+        tiles = 0
+    for t in range(tiles):
+        ow = min(inner_lo + t * TW, inner_hi - TW)
+        _depthwise_tile(image, w, b, flat, ow * G, ih0, ow * SW - PL, W, G, KH, KW, SW, DH, DW,
+                        RELU)
     for ow in range(OW):
         if not inner_lo <= ow < inner_hi:
-            _depthwise_pixel(image, w, b, flat, ow * G, ih0, ow * SW - PL, H, W, G, KH, KW, DH,
-                             DW, RELU)
+            _depthwise_border_pixel(image, w, b, flat, ow * G, ih0, ow * SW - PL, H, W, G, KH,
+                                    KW, DH, DW, RELU)
 
 
 #: The nests by name, in the order of their compile-time selector.
@@ -361,9 +368,6 @@ _grouped, _depthwise, _dense, _dense_edge = (
     for task in (_grouped_task, _depthwise_task, _dense_task, _dense_edge_task))
 
 
-# Fused multiply-add (one rounding instead of two) is what every fast
-# convolution uses; no other fast-math liberty (no reassociation) is taken.
-_CONTRACT = {"contract"}
 
 
 def _generic_driver(NEST):
