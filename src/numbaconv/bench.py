@@ -1,6 +1,7 @@
 """Side-by-side benchmark: numbaconv against PyTorch and JAX on a standard layer suite.
 
-``python -m numbaconv.bench [--batch 1 8] [--repeats 7] [--json FILE] [--plot FILE]``
+``python -m numbaconv.bench [--batch 1 8] [--repeats 7] [--json FILE] [--plot FILE]``,
+``python -m numbaconv.bench --compile`` (first-call compile seconds).
 
 Every layer is timed for each library in turn, interleaved round by round in
 one process, and the median is reported, so that a noisy shared machine
@@ -24,7 +25,7 @@ import numpy as np
 
 from .layer import Conv2D
 
-__all__ = ["SUITE", "Case", "run", "main", "median_time", "sgemm_gflops"]
+__all__ = ["SUITE", "Case", "run", "compile_costs", "main", "median_time", "sgemm_gflops"]
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,68 @@ def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.
     return {"sgemm_gflops": ceiling, "rows": rows, "geomean": geomean}
 
 
+_FIRST_CALL_SCRIPT = """
+import sys, time, numpy as np, numbaconv
+from numbaconv.bench import SUITE, Case
+if sys.argv[1] == "--shared":
+    # Layers unlike the suite's, one per nest, padded and not, both layouts:
+    # they compile the kernels every configuration shares.
+    cases = [Case("", 9, 5, 7, 3), Case("", 6, 64, 64, 3), Case("", 9, 6, 6, 3, groups=6),
+             Case("", 9, 8, 8, 3, groups=2), Case("", 9, 5, 7, 3, data_format="channels_first"),
+             Case("", 6, 64, 64, 3, data_format="channels_first"),
+             Case("", 9, 6, 6, 3, groups=6, data_format="channels_first")]
+else:
+    cases = [c for c in SUITE if c.name == sys.argv[1]]
+for case in cases:
+    x = np.random.rand(*case.input_shape(1)).astype(np.float32)
+    layer = numbaconv.Conv2D(case.filters, case.kernel, strides=case.strides, padding="same",
+                             dilation_rate=case.dilation, groups=case.groups,
+                             data_format=case.data_format)
+    layer.build(x.shape)
+    start = time.perf_counter()
+    layer(x)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    layer(x)
+    print(first - (time.perf_counter() - start))
+"""
+
+
+def compile_costs(cases=SUITE, out=sys.stdout):
+    """First-call compile seconds of each case in fresh processes: new, then cached.
+
+    Each case runs in a new Python process over a temporary disk cache that
+    first receives the kernels shared by every configuration (layout copies,
+    border kernels, generic tier: compiled once per machine), so "new" is
+    what a new configuration costs, and "cached" what the same configuration
+    costs in the next process.
+
+    Returns
+    -------
+    list of dict
+        ``{"case": name, "new_s": float, "cached_s": float}``.
+    """
+    import os
+    import subprocess
+    import tempfile
+
+    def first_call(argument, env):
+        result = subprocess.run([sys.executable, "-c", _FIRST_CALL_SCRIPT, argument], env=env,
+                                capture_output=True, text=True, timeout=600, check=True)
+        return float(result.stdout.split()[0]) if result.stdout.split() else float("nan")
+
+    rows = []
+    print(f"{'layer':28s} {'new config':>11s} {'cached':>8s}   (first-call seconds)", file=out)
+    with tempfile.TemporaryDirectory() as directory:
+        env = dict(os.environ, NUMBACONV_CACHE_DIR=directory)
+        first_call("--shared", env)
+        for case in cases:
+            new, cached = first_call(case.name, env), first_call(case.name, env)
+            rows.append({"case": case.name, "new_s": new, "cached_s": cached})
+            print(f"{case.name:28s} {new:10.2f}s {cached:7.2f}s", file=out, flush=True)
+    return rows
+
+
 def _plot(result, path):
     import matplotlib
 
@@ -298,13 +361,18 @@ def main(argv=None):
     parser.add_argument("--peers", nargs="*", default=["torch", "jax"])
     parser.add_argument("--json", help="write the numbers to this file")
     parser.add_argument("--plot", help="save a bar chart to this file (needs matplotlib)")
+    parser.add_argument("--compile", action="store_true",
+                        help="measure first-call compile seconds instead (fresh processes)")
     args = parser.parse_args(argv)
     cases = [c for c in SUITE if args.only is None or args.only in c.name]
-    result = run(cases, tuple(args.batch), args.repeats, tuple(args.peers))
+    if args.compile:
+        result = {"compile": compile_costs(cases)}
+    else:
+        result = run(cases, tuple(args.batch), args.repeats, tuple(args.peers))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
-    if args.plot:
+    if args.plot and "rows" in result:
         _plot(result, args.plot)
     return result
 
