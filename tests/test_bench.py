@@ -1,0 +1,46 @@
+"""Tests of the benchmark harness (``python -m numbaconv.bench``): counts and plumbing, not speed."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from numbaconv import bench
+from numbaconv.spec import ConvSpec
+
+
+@pytest.mark.parametrize("case", bench.SUITE, ids=lambda case: case.name)
+@pytest.mark.parametrize("batch", [1, 8])
+def test_suite_flops_follow_the_issue_formula(case, batch):
+    # FLOPs = 2 N Ho Wo Cout (Cin / groups) kh kw, with "same" padding.
+    kernel_shape = (case.kernel, case.kernel, case.channels // case.groups, case.filters)
+    spec = ConvSpec.from_arguments(case.input_shape(batch), kernel_shape, case.strides, "same",
+                                   case.data_format, case.dilation, "float32")
+    out_h, out_w = spec.output_hw
+    assert case.flops(batch) == spec.flops == (2 * batch * out_h * out_w * case.filters
+                                               * case.channels // case.groups * case.kernel ** 2)
+
+
+def test_steady_time_runs_one_untimed_call_then_the_burst():
+    calls = []
+    seconds = bench._steady_time(lambda: calls.append(1), 5)
+    assert len(calls) == 6 and seconds >= 0
+    assert bench._burst_length(1.0) == 1
+    assert bench._burst_length(1e-6) == 100
+    assert bench._burst_length(0.001) == int(bench.BURST_SECONDS / 0.001)
+
+
+def test_run_reports_every_case_and_the_geometric_mean(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench, "sgemm_gflops", lambda: 100.0)  # skip the child process
+    cases = (bench.Case("tiny dense", 9, 4, 8, 3), bench.Case("tiny dw", 9, 6, 6, 3, groups=6))
+    text = io.StringIO()
+    result = bench.run(cases, batches=(1,), repeats=2, peers=(), out=text)
+    assert [row["case"]["name"] for row in result["rows"]] == ["tiny dense", "tiny dw"]
+    for row in result["rows"]:
+        assert np.isfinite(row["gflops"]["numbaconv"]) and row["gflops"]["numbaconv"] > 0
+    assert result["geomean"] == {}
+    assert "tiny dw" in text.getvalue() and "GB/s" in text.getvalue()
+    json.dumps(result)  # what --json writes
