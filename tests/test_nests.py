@@ -57,6 +57,20 @@ def test_depthwise_tiles_and_borders(width, strides, dilation, channels, multipl
         _check(x, kernel, strides, padding, dilation, bias, "relu")
 
 
+@pytest.mark.parametrize("out_width", [32, 33, 35])
+@pytest.mark.parametrize("strides, dilation", [(1, 1), (2, 1), (1, 3)])
+def test_planar_depthwise_rows_and_borders(out_width, strides, dilation, tier):
+    # channels_first depthwise layers wide enough for the nest vectorized along rows:
+    # interior pixels, clipped border columns and rows.
+    assert out_width >= dispatch.PLANAR_MIN_WIDTH
+    rng = np.random.default_rng(out_width + 10 * strides + dilation)
+    x = rng.standard_normal((2, 3, 5, out_width * strides))
+    kernel = rng.standard_normal((3, 3, 1, 3))
+    bias = rng.standard_normal(3)
+    _check(x, kernel, strides, "same", dilation, bias, "relu", "channels_first")
+    _check(x, kernel, strides, "same", dilation, bias, None, "channels_first")
+
+
 @pytest.mark.parametrize("width", [3, 4, 5, 7, 9, 12])
 @pytest.mark.parametrize("filters", [3, 64, 70])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])

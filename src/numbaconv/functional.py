@@ -165,9 +165,11 @@ def convolve(spec, x, kernel, bias, activation, hot):
 
     packed = (kernel.derived((nest, dtype, spec.groups), pack) if isinstance(kernel, Variable)
               else pack(kernel))
-    out = np.empty(run_spec.output_shape, dtype=dtype)
+    reorder = run_spec.data_format != spec.data_format
+    out = (layout.scratch("output", run_spec.output_shape, dtype) if reorder
+           else np.empty(run_spec.output_shape, dtype=dtype))
     run(x, packed, b, out, run_spec, relu)
-    if run_spec.data_format != spec.data_format:
+    if reorder:
         out = layout.to_channels_first(out)
     if relu or activation is activations.linear:
         return out

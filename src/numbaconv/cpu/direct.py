@@ -359,13 +359,84 @@ def _depthwise_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, 
                                     KW, DH, DW, RELU)
 
 
+@kernel_jit(fastmath=_CONTRACT)
+def _planar_row_clipped(plane, weights, bias, dst, ih0, iw0, H, W, KH, KW, SW, DH, DW, RELU):
+    """One output row of one channel plane, any window clipping, tap by tap.
+
+    ``plane`` is the channel's ``H * W`` input flattened, ``weights`` its
+    ``(kh, kw)`` taps; output pixel ``o`` reads columns ``iw0 + o * SW + kj * DW``.
+    Each tap is a vectorized loop over the row's pixels whose column is
+    inside the input.  Called, not inlined, with run-time geometry: compiled
+    once for every configuration, for the few rows whose window leaves the
+    input.
+    """
+    OW = dst.shape[0]
+    for o in range(OW):
+        dst[o] = bias
+    for ki in range(KH):
+        ih = ih0 + ki * DH
+        if 0 <= ih < H:
+            for kj in range(KW):
+                offset = iw0 + kj * DW
+                lo, hi = _valid_range(OW, W, SW, offset)
+                tap = weights[ki, kj]
+                for o in range(lo, hi):
+                    dst[o] += plane[ih * W + o * SW + offset] * tap
+    if RELU:
+        for o in range(OW):
+            if dst[o] < 0:
+                dst[o] = 0
+
+
+def _depthwise_planar_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
+                           CF, RELU):
+    """channels_first depthwise, one filter per channel: one output row of one channel.
+
+    Each channel is an independent plane, so the row is vectorized along
+    its pixels, with the taps unrolled and the channel's weights held in
+    registers (no reorder of the data).  Rows and columns whose window
+    leaves the input go through :func:`_planar_row_clipped`.
+    """
+    H, W = x.shape[2], x.shape[3]
+    OH, OW = out.shape[2], out.shape[3]
+    plane_index = task // OH
+    oh = task - plane_index * OH
+    n = plane_index // G
+    c = plane_index - n * G
+    ih0 = oh * SH - PT
+    plane = x[n, c].reshape(H * W)
+    dst = out[n, c, oh]
+    taps = w[:, :, 0, c]
+    if 0 <= ih0 and ih0 + (KH - 1) * DH < H:
+        lo = min(OW, (PL + SW - 1) // SW)
+        hi = max(lo, min(OW, (W - 1 - (KW - 1) * DW + PL) // SW + 1))
+        for o in range(lo, hi):
+            value = b[c]
+            for ki in range(KH):
+                for kj in range(KW):
+                    value += plane[np.uint64((ih0 + ki * DH) * W + o * SW - PL + kj * DW)] * taps[
+                        ki, kj]
+            if RELU and value < 0:
+                value = dst.dtype.type(0)
+            dst[np.uint64(o)] = value
+        if lo > 0:
+            _planar_row_clipped(plane, taps, b[c], dst[:lo], ih0, -PL, H, W, KH, KW, SW, DH,
+                                DW, RELU)
+        if hi < OW:
+            _planar_row_clipped(plane, taps, b[c], dst[hi:], ih0, hi * SW - PL, H, W, KH, KW,
+                                SW, DH, DW, RELU)
+    else:
+        _planar_row_clipped(plane, taps, b[c], dst, ih0, -PL, H, W, KH, KW, SW, DH, DW, RELU)
+
+
 #: The nests by name, in the order of their compile-time selector.
-NESTS = ("grouped", "depthwise", "dense", "dense_edge")
+NESTS = ("grouped", "depthwise", "dense", "dense_edge", "depthwise_planar")
 # Inlined into the drivers.  Module globals, not closure variables: Numba's
 # disk cache can only key closures over plain values.
-_grouped, _depthwise, _dense, _dense_edge = (
+_grouped, _depthwise, _dense, _dense_edge, _depthwise_planar = (
     njit(inline="always")(task)
-    for task in (_grouped_task, _depthwise_task, _dense_task, _dense_edge_task))
+    for task in (_grouped_task, _depthwise_task, _dense_task, _dense_edge_task,
+                 _depthwise_planar_task))
 
 
 
@@ -388,10 +459,14 @@ def _generic_driver(NEST):
             for task in prange(tasks):
                 _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
                        CF, RELU)
-        else:
+        elif NEST == 3:
             for task in prange(tasks):
                 _dense_edge(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
                             TW, CF, RELU)
+        else:
+            for task in prange(tasks):
+                _depthwise_planar(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                  COUT, TW, CF, RELU)
 
     return drive
 
@@ -437,6 +512,8 @@ def task_count(nest, spec):
     out_h = spec.output_hw[0]
     if nest == "dense":
         return spec.batch * out_h * -(-spec.filters // DENSE_BLOCK)
+    if nest == "depthwise_planar":
+        return spec.batch * out_h * spec.filters
     return spec.batch * out_h
 
 
@@ -500,10 +577,14 @@ def specialized_kernel(nest, spec, relu):
             for task in prange(tasks):
                 _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
                        CF, RELU)
-        else:
+        elif NEST == 3:
             for task in prange(tasks):
                 _dense_edge(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
                             TW, CF, RELU)
+        else:
+            for task in prange(tasks):
+                _depthwise_planar(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                  COUT, TW, CF, RELU)
 
     def run(x, w, b, out, spec, relu):
         b = pack_bias(nest, b, spec.groups)
