@@ -8,6 +8,7 @@ before any compiled code runs.
 from __future__ import annotations
 
 import math
+import os
 import threading
 
 import numpy as np
@@ -81,6 +82,27 @@ def _all_finite(kernel):
     return bool(np.isfinite(kernel).all())
 
 
+def _physical_memory():
+    """Bytes of physical memory, or 2**48 where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 48
+
+
+def _check_allocation(what, shape, dtype):
+    """A clear ``MemoryError`` before allocating an array larger than physical memory.
+
+    Sizes are Python integers, so the arithmetic cannot overflow.
+    """
+    nbytes = math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize
+    available = _physical_memory()
+    if nbytes > available:
+        raise MemoryError(f"The {what} would need {nbytes / 2 ** 30:,.1f} GiB (shape "
+                          f"{tuple(shape)}, {np.dtype(dtype).name}), more than this machine's "
+                          f"{available / 2 ** 30:,.1f} GiB of memory")
+
+
 def plan(spec, relu, hot, finite_kernel=True):
     """How :func:`convolve` runs ``spec``: implementation, nest, runner and the spec it runs.
 
@@ -150,6 +172,7 @@ def convolve(spec, x, kernel, bias, activation, hot):
     """
     dtype = np.dtype(spec.dtype)
     relu = is_fused_relu(activation)
+    _check_allocation("output", spec.output_shape, dtype)
     if math.prod(spec.output_shape) == 0:
         return np.empty(spec.output_shape, dtype=dtype)
     finite = spec.pads == ((0, 0), (0, 0)) or _all_finite(kernel)  # only padding needs it
@@ -157,6 +180,8 @@ def convolve(spec, x, kernel, bias, activation, hot):
     # Kernels are compiled per array type: they get writable C-contiguous
     # arrays of the compute dtype only, so one compilation serves every call
     # (copies of bias and weights are small).
+    if not (x.flags.c_contiguous and x.dtype == dtype) or pads != ((0, 0), (0, 0)):
+        _check_allocation("copy of the input", run_spec.input_shape, dtype)
     x = layout.prepare_input(x, spec.data_format, run_spec.data_format, pads, dtype)
     b = np.zeros(spec.filters, dtype=dtype) if bias is None else np.array(bias, dtype=dtype)
 

@@ -53,6 +53,45 @@ if _NumbaconvCacheLocator not in _LOCATORS:
     _LOCATORS.insert(0, _NumbaconvCacheLocator)
 
 
+class _ResilientFunctionCache(caching.FunctionCache):
+    """Numba's per-function disk cache, treating a damaged entry as a miss.
+
+    Numba raises when an index or data file is truncated or garbled (an
+    ``UnpicklingError`` on the next load, found by tests/test_hardening.py);
+    here the kernel is compiled again, the damaged index replaced, and one
+    warning says so.
+    """
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception as err:  # noqa: BLE001 - any damage means: compile again
+            _warn_damaged(err)
+            return None
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception as err:  # noqa: BLE001 - saving reads the (damaged) index first
+            _warn_damaged(err)
+            try:
+                os.unlink(self._cache_file._index_path)
+                super().save_overload(sig, data)
+            except Exception:  # noqa: BLE001 - the kernel works uncached
+                pass
+
+
+_warned_damaged = threading.Event()
+
+
+def _warn_damaged(err):
+    if not _warned_damaged.is_set():
+        _warned_damaged.set()
+        warnings.warn(f"numbaconv: a damaged disk cache entry was ignored and its kernel "
+                      f"compiled again ({type(err).__name__}: {err})", RuntimeWarning,
+                      stacklevel=2)
+
+
 def _warn_once(reason):
     if not _warned.is_set():
         _warned.set()
@@ -74,7 +113,8 @@ def _enable_disk_cache(dispatcher):
             _warn_once(f"NUMBACONV_CACHE_DIR={directory!r} is not writable")
             return
     try:
-        dispatcher.enable_caching()
+        # What Dispatcher.enable_caching() does, with the resilient cache class.
+        dispatcher._cache = _ResilientFunctionCache(dispatcher.py_func)
     except RuntimeError as err:  # Numba found no writable location
         _warn_once(str(err))
 

@@ -1,0 +1,224 @@
+"""Hardening: absurd sizes, threads, a damaged disk cache, memory over many calls.
+
+Results are checked against the NumPy reference in ``reference.py``; crashes
+of compiled code are caught by running the risky parts in child processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import numbaconv
+from numbaconv import dispatch
+from reference import reference_conv2d, reference_pads
+
+HERE = os.path.dirname(__file__)
+SRC = os.path.join(os.path.dirname(HERE), "src")
+
+
+def _reference(x, kernel, padding="same", bias=None):
+    pads = reference_pads(padding, x.shape[1:3], kernel.shape[:2], (1, 1), (1, 1))
+    out = reference_conv2d(x, kernel, (1, 1), pads, (1, 1))
+    return out if bias is None else out + bias
+
+
+# --------------------------------------------------------------------------- absurd sizes
+
+
+@pytest.mark.parametrize("x_shape, k_shape, what", [
+    ((10 ** 4, 10 ** 4, 10 ** 4, 3), (3, 3, 3, 4), "output"),
+    ((2 ** 20, 2 ** 12, 2 ** 12, 1), (1, 1, 1, 2 ** 40), "output"),  # 2**76 values
+])
+def test_absurd_sizes_raise_memory_error_before_allocating(x_shape, k_shape, what):
+    # Broadcast views: terabytes of logical size, no memory behind them.
+    x = np.broadcast_to(np.float32(1), x_shape)
+    kernel = np.broadcast_to(np.float32(1), k_shape)
+    with pytest.raises(MemoryError, match=f"The {what} would need .* GiB"):
+        numbaconv.conv2d(x, kernel)
+
+
+def test_absurd_input_copy_raises_memory_error():
+    # A tiny output but an input copy beyond memory (padding needs a copy of x).
+    x = np.broadcast_to(np.float32(1), (1, 3, 2 ** 40, 1))
+    kernel = np.ones((3, 1, 1, 1), np.float32)
+    with pytest.raises(MemoryError, match="would need"):
+        numbaconv.conv2d(x, kernel, strides=(1, 2 ** 40), padding="same")
+
+
+# --------------------------------------------------------------------------- threads
+
+
+@pytest.fixture
+def specialized():
+    previous = dispatch.get_specialization()
+    dispatch.set_specialization("always")
+    yield
+    dispatch.set_specialization(previous)
+
+
+@pytest.mark.parametrize("groups", [1, 6])  # dense and depthwise nests
+def test_threads_sharing_one_layer_and_one_configuration(groups, specialized):
+    # 8 threads x 12 calls: two layers with the same configuration, each called from
+    # several threads at once with different inputs, on a configuration compiled on
+    # first use (concurrently).  Every result is correct; the kernel is built once.
+    rng = np.random.default_rng(groups)
+    shape = (2, 11, 13 + groups, 6)  # a width no other test uses: a new configuration
+    layers = [numbaconv.Conv2D(6, 3, padding="same", groups=groups, dtype="float64")
+              for _ in range(2)]
+    for layer in layers:
+        layer.build(shape)
+    inputs = [rng.standard_normal(shape) for _ in range(8)]
+    before = numbaconv.kernel_cache_info()
+    errors, barrier = [], threading.Barrier(8)
+
+    def work(index):
+        try:
+            barrier.wait()
+            layer = layers[index % 2]
+            kernel, bias = layer.get_weights()
+            for _ in range(12):
+                out = layer(inputs[index])
+                np.testing.assert_allclose(out, _reference(inputs[index], kernel, bias=bias),
+                                           rtol=1e-10, atol=1e-12)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads), "deadlock"
+    assert not errors, errors[0]
+    after = numbaconv.kernel_cache_info()
+    assert after.entries - before.entries <= 1  # one specialized kernel (if not built before)
+    assert after.misses - before.misses == after.entries - before.entries
+
+
+def test_set_weights_between_calls_from_threads():
+    # Documented behaviour: each call uses the weights of one moment, never a mix.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 9, 9, 4))
+    layer = numbaconv.Conv2D(5, 3, padding="same", use_bias=False, dtype="float64")
+    layer.build(x.shape)
+    kernels = [rng.standard_normal((3, 3, 4, 5)) for _ in range(2)]
+    wants = [_reference(x, k) for k in kernels]
+    errors, stop = [], threading.Event()
+
+    def setter():
+        i = 0
+        while not stop.is_set():
+            layer.set_weights([kernels[i % 2]])
+            i += 1
+
+    def caller():
+        try:
+            for _ in range(200):
+                out = layer(x)
+                if not any(np.allclose(out, want, rtol=1e-10, atol=1e-12) for want in wants):
+                    raise AssertionError("a call mixed two sets of weights")
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    layer.set_weights([kernels[0]])
+    threads = [threading.Thread(target=setter)] + [threading.Thread(target=caller)
+                                                   for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads[1:]:
+        thread.join(timeout=300)
+    stop.set()
+    threads[0].join(timeout=60)
+    assert not errors, errors[0]
+
+
+# --------------------------------------------------------------------------- disk cache faults
+
+_CACHE_SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, numbaconv
+    sys.path.insert(0, sys.argv[1])
+    from reference import reference_conv2d
+    numbaconv.set_specialization("always")
+    x = np.linspace(-1, 1, 2 * 7 * 9 * 3).reshape(2, 7, 9, 3)
+    for k_shape, groups in (((3, 3, 3, 4), 1), ((3, 3, 1, 3), 3)):
+        k = np.cos(np.arange(np.prod(k_shape))).reshape(k_shape)
+        out = numbaconv.conv2d(x, k, padding="valid")
+        want = reference_conv2d(x, k, (1, 1), ((0, 0), (0, 0)), (1, 1))
+        assert np.allclose(out, want, rtol=1e-10, atol=1e-12), "wrong result"
+    print("ok")
+""")
+
+
+def _run_cached(cache_dir):
+    env = dict(os.environ, NUMBACONV_CACHE_DIR=str(cache_dir), PYTHONPATH=SRC)
+    return subprocess.Popen([sys.executable, "-c", _CACHE_SCRIPT, HERE], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process):
+    out, err = process.communicate(timeout=900)
+    return process.returncode, out, err
+
+
+def test_two_processes_fill_one_cache_at_once(tmp_path):
+    processes = [_run_cached(tmp_path) for _ in range(2)]
+    for process in processes:
+        code, out, err = _finish(process)
+        assert code == 0 and out.strip() == "ok", err[-2000:]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_cache_entries_are_recompiled(tmp_path, damage):
+    code, out, err = _finish(_run_cached(tmp_path))
+    assert code == 0, err[-2000:]
+    entries = [os.path.join(root, name) for root, _, names in os.walk(tmp_path)
+               for name in names if name.endswith((".nbi", ".nbc"))]
+    assert entries
+    for path in entries:
+        with open(path, "r+b") as f:
+            data = f.read()
+            f.seek(0)
+            f.truncate()
+            if damage == "truncate":
+                f.write(data[: len(data) // 2])
+            elif damage == "garbage":
+                f.write(os.urandom(len(data)))
+    code, out, err = _finish(_run_cached(tmp_path))
+    assert code == 0 and out.strip() == "ok", err[-2000:]
+    assert err.count("Warning") <= 1
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_no_leak_over_ten_thousand_calls():
+    rng = np.random.default_rng(9)
+    dense = numbaconv.Conv2D(8, 3, padding="same", activation="relu")
+    depthwise = numbaconv.Conv2D(8, 3, padding="same", groups=8, data_format="channels_first")
+    x_last = rng.random((1, 10, 10, 8), dtype=np.float32)
+    x_first = rng.random((1, 8, 10, 10), dtype=np.float32)
+    for _ in range(200):  # compile, fill caches and allocator pools
+        dense(x_last)
+        depthwise(x_first)
+        numbaconv.conv2d(x_last, np.ones((3, 3, 8, 4), np.float32), padding="same")
+    start = _rss_bytes()
+    for _ in range(10_000):
+        dense(x_last)
+        depthwise(x_first)
+        numbaconv.conv2d(x_last, np.ones((3, 3, 8, 4), np.float32), padding="same")
+    growth = _rss_bytes() - start
+    # 30,000 calls: a leak of one output per call would be 30,000 * 3.2 kB = 96 MB.
+    assert growth < 8 * 2 ** 20, f"RSS grew by {growth / 2 ** 20:.1f} MiB"
