@@ -222,3 +222,83 @@ def test_no_leak_over_ten_thousand_calls():
     growth = _rss_bytes() - start
     # 30,000 calls: a leak of one output per call would be 30,000 * 3.2 kB = 96 MB.
     assert growth < 8 * 2 ** 20, f"RSS grew by {growth / 2 ** 20:.1f} MiB"
+
+
+# --------------------------------------------------------------------------- bad-input battery
+
+_X = np.zeros((1, 5, 5, 4), np.float32)
+_K = np.zeros((3, 3, 4, 2), np.float32)
+
+BAD_CONV2D_CALLS = [
+    (dict(inputs=_X[0]), ValueError, "inputs"),                       # rank 3
+    (dict(inputs=_X[None]), ValueError, "inputs"),                    # rank 5
+    (dict(inputs=np.float32(1)), ValueError, "inputs"),               # scalar
+    (dict(inputs=[[1, 2], [3]]), TypeError, "inputs"),                # ragged list
+    (dict(inputs=_X.astype(complex)), TypeError, "inputs"),
+    (dict(inputs=_X.astype(object)), TypeError, "inputs"),
+    (dict(inputs=np.full(_X.shape, "a")), TypeError, "inputs"),
+    (dict(kernel=_K.astype(complex)), TypeError, "kernel"),
+    (dict(kernel=_K[0]), ValueError, "kernel"),                       # rank 3
+    (dict(kernel=np.zeros((3, 3, 3, 2))), ValueError, "channel"),     # 4 % 3 != 0
+    (dict(kernel=np.zeros((3, 3, 2, 3))), ValueError, "filters"),     # 3 % 2 groups
+    (dict(kernel=np.zeros((3, 3, 0, 2))), ValueError, "kernel"),
+    (dict(kernel=np.zeros((9, 9, 4, 2))), ValueError, "output would have size"),
+    (dict(inputs=np.zeros((1, 0, 5, 4))), ValueError, "height and width"),
+    (dict(strides=0), ValueError, "strides"),
+    (dict(strides=(1, 2, 3)), ValueError, "strides"),
+    (dict(strides=1.5), ValueError, "strides"),
+    (dict(strides="2"), ValueError, "strides"),
+    (dict(dilation_rate=-1), ValueError, "dilation_rate"),
+    (dict(padding="full"), ValueError, "padding"),
+    (dict(padding=-1), ValueError, "padding"),
+    (dict(padding=(1, 2, 3)), ValueError, "padding"),
+    (dict(padding=((1, 1), (1, -1))), ValueError, "padding"),
+    (dict(data_format="NHWC"), ValueError, "data_format"),
+    (dict(bias=np.zeros(3)), ValueError, "bias"),
+    (dict(bias=np.zeros((2, 1))), ValueError, "bias"),
+    (dict(bias=np.zeros(2, complex)), TypeError, "bias"),
+    (dict(activation="bogus"), ValueError, "bogus"),
+    (dict(activation=3), ValueError, "3"),
+]
+
+
+@pytest.mark.parametrize("arguments, error, match", BAD_CONV2D_CALLS)
+def test_bad_conv2d_arguments_raise_clear_errors(arguments, error, match):
+    call = dict(inputs=_X, kernel=_K)
+    call.update(arguments)
+    with pytest.raises(error, match=match):
+        numbaconv.conv2d(call.pop("inputs"), call.pop("kernel"), **call)
+
+
+BAD_WEIGHTS = [
+    ([_K.astype(complex), np.zeros(2)], TypeError, "weights"),
+    ([_K.astype(object), np.zeros(2)], TypeError, "weights"),
+    ([np.full(_K.shape, "a"), np.zeros(2)], TypeError, "weights"),
+    ([_K, None], TypeError, "weights"),
+    ([_K[..., None], np.zeros(2)], ValueError, "shape"),
+    ([np.float32(1), np.zeros(2)], ValueError, "shape"),
+    ([_K], ValueError, "weights"),
+    ([_K, np.zeros(2), np.zeros(2)], ValueError, "weights"),
+    ([_K, np.zeros(3)], ValueError, "shape"),
+]
+
+
+@pytest.mark.parametrize("weights, error, match", BAD_WEIGHTS)
+def test_bad_set_weights_raise_clear_errors(weights, error, match):
+    layer = numbaconv.Conv2D(2, 3)
+    layer.build(_X.shape)
+    before = [w.copy() for w in layer.get_weights()]
+    with pytest.raises(error, match=match):
+        layer.set_weights(weights)
+    for old, new in zip(before, layer.get_weights()):  # nothing half-assigned
+        np.testing.assert_array_equal(old, new)
+    assert layer(_X).shape == (1, 3, 3, 2)
+
+
+@pytest.mark.parametrize("value, error", [(np.zeros((3, 3, 4, 3)), ValueError), ("x", TypeError),
+                                          (np.zeros(_K.shape, complex), TypeError)])
+def test_bad_kernel_assignment_raises(value, error):
+    layer = numbaconv.Conv2D(2, 3)
+    layer.build(_X.shape)
+    with pytest.raises(error, match="kernel"):
+        layer.kernel.assign(value)
