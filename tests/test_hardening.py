@@ -103,19 +103,21 @@ def test_threads_sharing_one_layer_and_one_configuration(groups, specialized):
 
 
 def test_set_weights_between_calls_from_threads():
-    # Documented behaviour: each call uses the weights of one moment, never a mix.
+    # Documented behaviour: each call uses the weights of one moment (kernel and bias
+    # from the same set_weights), never a mix.
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 9, 9, 4))
-    layer = numbaconv.Conv2D(5, 3, padding="same", use_bias=False, dtype="float64")
+    layer = numbaconv.Conv2D(5, 3, padding="same", dtype="float64")
     layer.build(x.shape)
-    kernels = [rng.standard_normal((3, 3, 4, 5)) for _ in range(2)]
-    wants = [_reference(x, k) for k in kernels]
+    weights = [[rng.standard_normal((3, 3, 4, 5)), rng.standard_normal(5) * 10]
+               for _ in range(2)]
+    wants = [_reference(x, k, bias=b) for k, b in weights]
     errors, stop = [], threading.Event()
 
     def setter():
         i = 0
         while not stop.is_set():
-            layer.set_weights([kernels[i % 2]])
+            layer.set_weights(weights[i % 2])
             i += 1
 
     def caller():
@@ -127,7 +129,7 @@ def test_set_weights_between_calls_from_threads():
         except Exception as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    layer.set_weights([kernels[0]])
+    layer.set_weights(weights[0])
     threads = [threading.Thread(target=setter)] + [threading.Thread(target=caller)
                                                    for _ in range(3)]
     for thread in threads:
@@ -302,3 +304,17 @@ def test_bad_kernel_assignment_raises(value, error):
     layer.build(_X.shape)
     with pytest.raises(error, match="kernel"):
         layer.kernel.assign(value)
+
+
+def test_layers_copy_and_pickle_with_their_own_lock():
+    import copy
+    import pickle
+
+    x = np.random.default_rng(1).standard_normal((1, 6, 6, 3))
+    layer = numbaconv.Conv2D(4, 3, dtype="float64")
+    want = layer(x)
+    for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert clone._weights_lock is not layer._weights_lock
+        np.testing.assert_array_equal(clone(x), want)
+        clone.set_weights([np.zeros((3, 3, 3, 4)), np.ones(4)])
+        np.testing.assert_array_equal(layer(x), want)  # the original is untouched

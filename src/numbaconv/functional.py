@@ -18,7 +18,7 @@ from .cpu import layout
 from .cpu.direct import pack_weights
 from .dispatch import prefers_padded_input, select, supports
 from .spec import ConvSpec
-from .variables import Variable
+from .variables import Snapshot, Variable
 
 __all__ = ["conv2d", "as_float_array", "compute_dtypes", "convolve", "plan", "is_fused_relu"]
 
@@ -77,7 +77,7 @@ def is_fused_relu(activation):
 
 def _all_finite(kernel):
     """Whether the kernel has no inf/NaN (remembered by a layer's Variable until it changes)."""
-    if isinstance(kernel, Variable):
+    if isinstance(kernel, (Variable, Snapshot)):
         return kernel.derived("all_finite", lambda value: bool(np.isfinite(value).all()))
     return bool(np.isfinite(kernel).all())
 
@@ -155,9 +155,10 @@ def convolve(spec, x, kernel, bias, activation, hot):
         Geometry matching the shapes of ``x`` and ``kernel``.
     x : numpy.ndarray
         Floating array; cast here to ``spec.dtype`` and made C-contiguous.
-    kernel : numpy.ndarray or Variable
-        Keras layout.  A layer's :class:`~numbaconv.variables.Variable` keeps
-        its packed form between calls until its value changes.
+    kernel : numpy.ndarray, Variable or Snapshot
+        Keras layout.  A layer's :class:`~numbaconv.variables.Variable` (or a
+        snapshot of it) keeps its packed form between calls until its value
+        changes.
     bias : numpy.ndarray or None
         Shape ``(spec.filters,)``, already checked.
     activation : callable
@@ -175,6 +176,8 @@ def convolve(spec, x, kernel, bias, activation, hot):
     _check_allocation("output", spec.output_shape, dtype)
     if math.prod(spec.output_shape) == 0:
         return np.empty(spec.output_shape, dtype=dtype)
+    if isinstance(kernel, Variable):
+        kernel = kernel.snapshot()  # one value for the whole call
     finite = spec.pads == ((0, 0), (0, 0)) or _all_finite(kernel)  # only padding needs it
     _, nest, run, run_spec, pads = plan(spec, relu, hot, finite_kernel=finite)
     # Kernels are compiled per array type: they get writable C-contiguous
@@ -188,7 +191,7 @@ def convolve(spec, x, kernel, bias, activation, hot):
     def pack(value):
         return pack_weights(nest, np.array(value, dtype=dtype, order="C"), spec.groups)
 
-    packed = (kernel.derived((nest, dtype, spec.groups), pack) if isinstance(kernel, Variable)
+    packed = (kernel.derived((nest, dtype, spec.groups), pack) if isinstance(kernel, Snapshot)
               else pack(kernel))
     reorder = run_spec.data_format != spec.data_format
     out = (layout.scratch("output", run_spec.output_shape, dtype) if reorder

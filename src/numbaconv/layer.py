@@ -183,10 +183,21 @@ class Conv2D:
         self._activity_losses = []
         self._first_call = None
         self._specs = {}
+        self._weights_lock = threading.Lock()
         if batch_input_shape is None and input_shape is not None:
             batch_input_shape = (batch_size, *tuple(input_shape))
         if batch_input_shape is not None:
             self.build(batch_input_shape)
+
+    def __getstate__(self):
+        # Copies and pickles get a lock of their own.
+        state = self.__dict__.copy()
+        state.pop("_weights_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._weights_lock = threading.Lock()
 
     # ----------------------------------------------------------------- dtypes
     @property
@@ -278,8 +289,9 @@ class Conv2D:
             if variable.shape != value.shape:
                 raise ValueError(f"Layer {self.name} weight shape {variable.shape} is not "
                                  f"compatible with provided weight shape {value.shape}.")
-        for variable, value in zip(layer_weights, arrays):
-            variable.assign(value)
+        with self._weights_lock:  # calls see all old or all new weights
+            for variable, value in zip(layer_weights, arrays):
+                variable.assign(value)
 
     def count_params(self):
         """Number of scalars in the weights."""
@@ -404,9 +416,10 @@ class Conv2D:
                 out = out + self.bias.value.reshape(shape)
             out = self.activation(out)
         else:
-            bias = self.bias.value if self.use_bias else None
-            out = convolve(self._spec(x.shape), x, self._kernel, bias, self.activation,
-                           hot=True)
+            with self._weights_lock:  # a consistent pair against set_weights()
+                kernel = self._kernel.snapshot()
+                bias = self.bias.value if self.use_bias else None
+            out = convolve(self._spec(x.shape), x, kernel, bias, self.activation, hot=True)
         return np.asarray(out).astype(self.compute_dtype, copy=False)
 
     def __call__(self, inputs, training=None):

@@ -11,7 +11,28 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-__all__ = ["Variable"]
+__all__ = ["Variable", "Snapshot"]
+
+
+class Snapshot:
+    """One value of a :class:`Variable` and what was derived from it (packed weights).
+
+    A call takes the snapshot once and reads value and packed forms from it,
+    so an :meth:`Variable.assign` from another thread meanwhile (which
+    installs a new snapshot) cannot make it mix two values.
+    """
+
+    __slots__ = ("value", "_derived")
+
+    def __init__(self, value):
+        self.value = value
+        self._derived = {}
+
+    def derived(self, key, compute):
+        """``compute(value)``, memoized for this value."""
+        if key not in self._derived:
+            self._derived[key] = compute(self.value)
+        return self._derived[key]
 
 
 class Variable(NDArrayOperatorsMixin):
@@ -31,15 +52,23 @@ class Variable(NDArrayOperatorsMixin):
     """
 
     def __init__(self, value, name, path, trainable=True, regularizer=None, constraint=None):
-        self._value = np.array(value, copy=True)
-        self._value.flags.writeable = False  # all changes go through assign()
+        value = np.array(value, copy=True)
+        value.flags.writeable = False  # all changes go through assign()
+        self._snapshot = Snapshot(value)
         self.name = name
         self.path = path
         self.trainable = trainable
         self.regularizer = regularizer
         self.constraint = constraint
         self.version = 0
-        self._derived = {}
+
+    @property
+    def _value(self):
+        return self._snapshot.value
+
+    def snapshot(self):
+        """The current :class:`Snapshot`: this value and its derived forms, together."""
+        return self._snapshot
 
     @property
     def value(self):
@@ -83,10 +112,10 @@ class Variable(NDArrayOperatorsMixin):
         if array.shape != self.shape:
             raise ValueError(f"Cannot assign a value of shape {array.shape} to variable "
                              f"'{self.path}' of shape {self.shape}.")
-        self._value = np.array(array, dtype=self.dtype, copy=True)
-        self._value.flags.writeable = False
+        value = np.array(array, dtype=self.dtype, copy=True)
+        value.flags.writeable = False
+        self._snapshot = Snapshot(value)  # one assignment: readers see old or new, whole
         self.version += 1
-        self._derived = {}
         return self
 
     def derived(self, key, compute):
@@ -95,10 +124,7 @@ class Variable(NDArrayOperatorsMixin):
         Kernels use it to keep weights packed in the order they read them,
         packing once per weight change rather than once per call.
         """
-        derived = self._derived  # one dict per value: assign() replaces it
-        if key not in derived:
-            derived[key] = compute(self._value)
-        return derived[key]
+        return self._snapshot.derived(key, compute)
 
     def assign_add(self, delta):
         """``self.assign(self + delta)``."""
