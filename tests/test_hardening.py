@@ -318,3 +318,78 @@ def test_layers_copy_and_pickle_with_their_own_lock():
         np.testing.assert_array_equal(clone(x), want)
         clone.set_weights([np.zeros((3, 3, 3, 4)), np.ones(4)])
         np.testing.assert_array_equal(layer(x), want)  # the original is untouched
+
+
+@pytest.mark.parametrize("case", ["padded", "reordered", "converted", "fortran", "depthwise_cf",
+                                  "planar"])
+@pytest.mark.parametrize("scratch_bytes", [1, 3000])  # one image per chunk, a few images
+def test_copies_made_a_few_images_at_a_time(case, scratch_bytes, monkeypatch):
+    from numbaconv import functional
+
+    monkeypatch.setattr(functional, "SCRATCH_BYTES", scratch_bytes)
+    copies = []
+    prepare = functional.layout.prepare_input
+    monkeypatch.setattr(functional.layout, "prepare_input",
+                        lambda x, *args: copies.append(len(x)) or prepare(x, *args))
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 6, 7, 4))  # channels_last values
+    kernel = rng.standard_normal((3, 3, 4, 3))
+    data_format, padding, groups = "channels_last", "same", 1
+    if case == "padded":  # small image, many filters: the dense nest pads explicitly
+        kernel = rng.standard_normal((3, 3, 4, 64))
+    elif case == "reordered":  # channels_first grouped: reordered to channels_last
+        data_format, kernel = "channels_first", rng.standard_normal((3, 3, 2, 4))
+    elif case == "converted":  # float32 input, float64 kernel: computed in float64
+        padding = "valid"
+        x = x.astype(np.float32).astype(np.float64)
+    elif case == "fortran":
+        padding = "valid"
+    elif case == "depthwise_cf":
+        data_format, kernel = "channels_first", rng.standard_normal((3, 3, 1, 4))
+    elif case == "planar":  # no copy at all
+        x = rng.standard_normal((3, 4, 40, 2))
+        data_format, kernel = "channels_first", rng.standard_normal((3, 3, 1, 2))
+    pads = reference_pads(padding, x.shape[1:3], kernel.shape[:2], (1, 1), (1, 1))
+    want = reference_conv2d(x, kernel, (1, 1), pads, (1, 1))
+    given = x if data_format == "channels_last" else x.transpose(0, 3, 1, 2)
+    if case == "converted":
+        given = given.astype(np.float32)
+    given = np.asfortranarray(given) if case == "fortran" else np.ascontiguousarray(given)
+    out = numbaconv.conv2d(given, kernel, padding=padding, data_format=data_format)
+    if data_format == "channels_first":
+        out = out.transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-10)
+    if case == "planar":
+        assert copies == []
+    else:  # every image copied once, in chunks of at most the scratch size (>= 1 image)
+        assert sum(copies) == len(x)
+        assert len(copies) == (len(x) if scratch_bytes == 1 else len(copies)) and len(copies) > 1
+
+
+@pytest.mark.parametrize("data_format, groups", [("channels_last", 1), ("channels_first", 8)])
+def test_peak_allocation_is_output_plus_small_scratch(data_format, groups):
+    # 24 MB of input that needs a copy (explicit padding of small images, or a reorder
+    # for a channels_first grouped layer): the call allocates its output and at most
+    # about SCRATCH_BYTES more, not a copy of the whole input.
+    import tracemalloc
+
+    from numbaconv import functional
+
+    rng = np.random.default_rng(2)
+    shape = (96, 16, 16, 256) if data_format == "channels_last" else (96, 256, 16, 16)
+    x = rng.random(shape, dtype=np.float32)
+    layer = numbaconv.Conv2D(64, 3, padding="same", groups=groups, data_format=data_format)
+    layer(x)  # compile and pack the weights
+    results = []
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        # A new thread starts with no scratch buffers: its allocations are all counted.
+        thread = threading.Thread(target=lambda: results.append(layer(x)))
+        thread.start()
+        thread.join()
+        extra = tracemalloc.get_traced_memory()[1] - base - results[0].nbytes
+    finally:
+        tracemalloc.stop()
+    assert x.nbytes >= 3 * functional.SCRATCH_BYTES
+    assert extra < functional.SCRATCH_BYTES + 2 ** 20, f"{extra / 2 ** 20:.1f} MiB beyond the output"

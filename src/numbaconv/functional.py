@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from dataclasses import replace
 
 import numpy as np
 
@@ -80,6 +81,11 @@ def _all_finite(kernel):
     if isinstance(kernel, (Variable, Snapshot)):
         return kernel.derived("all_finite", lambda value: bool(np.isfinite(value).all()))
     return bool(np.isfinite(kernel).all())
+
+
+#: Target size of the per-thread copies of input images (padded, reordered or
+#: converted): a call copies this much at a time, at least one image.
+SCRATCH_BYTES = 8 << 20
 
 
 def _physical_memory():
@@ -180,12 +186,6 @@ def convolve(spec, x, kernel, bias, activation, hot):
         kernel = kernel.snapshot()  # one value for the whole call
     finite = spec.pads == ((0, 0), (0, 0)) or _all_finite(kernel)  # only padding needs it
     _, nest, run, run_spec, pads = plan(spec, relu, hot, finite_kernel=finite)
-    # Kernels are compiled per array type: they get writable C-contiguous
-    # arrays of the compute dtype only, so one compilation serves every call
-    # (copies of bias and weights are small).
-    if not (x.flags.c_contiguous and x.dtype == dtype) or pads != ((0, 0), (0, 0)):
-        _check_allocation("copy of the input", run_spec.input_shape, dtype)
-    x = layout.prepare_input(x, spec.data_format, run_spec.data_format, pads, dtype)
     b = np.zeros(spec.filters, dtype=dtype) if bias is None else np.array(bias, dtype=dtype)
 
     def pack(value):
@@ -193,12 +193,35 @@ def convolve(spec, x, kernel, bias, activation, hot):
 
     packed = (kernel.derived((nest, dtype, spec.groups), pack) if isinstance(kernel, Snapshot)
               else pack(kernel))
+    out = np.empty(spec.output_shape, dtype=dtype)
     reorder = run_spec.data_format != spec.data_format
-    out = (layout.scratch("output", run_spec.output_shape, dtype) if reorder
-           else np.empty(run_spec.output_shape, dtype=dtype))
-    run(x, packed, b, out, run_spec, relu)
-    if reorder:
-        out = layout.to_channels_first(out)
+    # Kernels are compiled per array type: they get writable C-contiguous
+    # arrays of the compute dtype only, so one compilation serves every call.
+    direct = (not reorder and pads == ((0, 0), (0, 0)) and x.dtype == dtype
+              and x.flags.c_contiguous and x.flags.writeable)
+    if direct:
+        run(x, packed, b, out, run_spec, relu)
+    else:
+        # Padded, reordered or converted copies are made a few images at a
+        # time in a per-thread scratch buffer of about SCRATCH_BYTES, so a
+        # call allocates little beyond its output whatever the batch.
+        _check_allocation("copy of one input image", replace(run_spec, batch=1).input_shape,
+                          dtype)
+        image_bytes = math.prod(run_spec.input_shape[1:]) * dtype.itemsize
+        if reorder:
+            image_bytes += math.prod(run_spec.output_shape[1:]) * dtype.itemsize
+        step = max(1, SCRATCH_BYTES // image_bytes)
+        for first in range(0, spec.batch, step):
+            part = slice(first, min(first + step, spec.batch))
+            part_spec = replace(run_spec, batch=part.stop - part.start)
+            xs = layout.prepare_input(x[part], spec.data_format, run_spec.data_format, pads,
+                                      dtype)
+            if reorder:
+                ys = layout.scratch("output", part_spec.output_shape, dtype)
+                run(xs, packed, b, ys, part_spec, relu)
+                layout.to_channels_first(ys, out=out[part])
+            else:
+                run(xs, packed, b, out[part], part_spec, relu)
     if relu or activation is activations.linear:
         return out
     return np.asarray(activation(out), dtype=dtype)

@@ -137,7 +137,8 @@ def prepare_input(x, data_format, kernel_format, pads, dtype):
     -------
     numpy.ndarray
         ``x`` itself when it already is that array, else a :func:`scratch` array
-        valid until the next call on this thread.
+        valid until the next call on this thread (the caller passes a few images
+        at a time, so it stays small).
     """
     (top, bottom), (left, right) = pads
     # The copy kernels, like the nests, are compiled for writable C-contiguous
@@ -162,8 +163,22 @@ def prepare_input(x, data_format, kernel_format, pads, dtype):
     return out
 
 
-def to_channels_first(y):
-    """The channels_last array ``y`` reordered to channels_first (a new C-contiguous array)."""
-    out = np.empty((y.shape[0], y.shape[3], y.shape[1], y.shape[2]), dtype=y.dtype)
+def to_channels_first(y, out=None):
+    """The channels_last array ``y`` reordered to channels_first.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        C-contiguous, ``(N, H, W, C)``.
+    out : numpy.ndarray, optional
+        C-contiguous ``(N, C, H, W)`` array of ``y``'s dtype to write into;
+        by default a new one.
+    """
+    shape = (y.shape[0], y.shape[3], y.shape[1], y.shape[2])
+    if out is None:
+        out = np.empty(shape, dtype=y.dtype)
+    elif out.shape != shape or out.dtype != y.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"The `out` argument must be a C-contiguous {shape} {y.dtype} array. "
+                         f"Received out.shape={out.shape}, dtype={out.dtype}")
     _scatter_channels_first(y, out)
     return out
