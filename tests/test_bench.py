@@ -1,4 +1,4 @@
-"""Tests of the benchmark harness (``python -m numbaconv.bench``): counts and plumbing, not speed."""
+"""Tests of the benchmark harness (``python -m numbaconv.bench``): counts and plumbing."""
 
 from __future__ import annotations
 

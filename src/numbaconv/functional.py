@@ -189,9 +189,9 @@ def convolve(spec, x, kernel, bias, activation, hot):
     b = np.zeros(spec.filters, dtype=dtype) if bias is None else np.array(bias, dtype=dtype)
 
     def pack(value):
-        return pack_weights(nest, np.array(value, dtype=dtype, order="C"), spec.groups)
+        return pack_weights(nest, np.array(value, dtype=dtype, order="C"))
 
-    packed = (kernel.derived((nest, dtype, spec.groups), pack) if isinstance(kernel, Snapshot)
+    packed = (kernel.derived((nest, dtype), pack) if isinstance(kernel, Snapshot)
               else pack(kernel))
     out = np.empty(spec.output_shape, dtype=dtype)
     reorder = run_spec.data_format != spec.data_format

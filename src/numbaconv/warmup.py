@@ -85,8 +85,7 @@ def warmup(configurations, dtype="float32", progress=None):
                                  spec.data_format, run_spec.data_format, pads, dt)
         empty = replace(run_spec, batch=0)
         out = np.zeros(empty.output_shape, dt)
-        run(x, pack_weights(nest, np.zeros(spec.kernel_shape, dt), spec.groups),
-            np.zeros(spec.filters, dt),
+        run(x, pack_weights(nest, np.zeros(spec.kernel_shape, dt)), np.zeros(spec.filters, dt),
             out, empty, relu)
         if run_spec.data_format != spec.data_format:
             layout.to_channels_first(out)

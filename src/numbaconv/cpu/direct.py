@@ -100,7 +100,7 @@ def _dense_blocks(filters):
     return (filters + DENSE_BLOCK - 1) // DENSE_BLOCK
 
 
-def pack_weights(nest, kernel, groups):
+def pack_weights(nest, kernel):
     """``kernel`` (Keras layout) in the order ``nest`` reads it.
 
     The dense nest reads ``(blocks, kh, kw, CIN, 64)`` filter blocks, the
@@ -117,7 +117,7 @@ def pack_weights(nest, kernel, groups):
         packed.reshape(kh, kw, cin, blocks, DENSE_BLOCK).transpose(3, 0, 1, 2, 4))
 
 
-def pack_bias(nest, bias, groups):
+def pack_bias(nest, bias):
     """``bias`` laid out like the filters of :func:`pack_weights`."""
     filters = bias.shape[0]
     if nest != "dense" or filters % DENSE_BLOCK == 0:
@@ -537,7 +537,7 @@ def generic_kernel(nest):
     drive = _GENERIC[nest]
 
     def run(x, w, b, out, spec, relu):
-        b = pack_bias(nest, b, spec.groups)
+        b = pack_bias(nest, b)
         drive(x, w, b, out, task_count(nest, spec), *kernel_arguments(nest, spec), bool(relu))
         _finish(nest, x, w, b, out, spec, relu)
 
@@ -587,7 +587,7 @@ def specialized_kernel(nest, spec, relu):
                                   COUT, TW, CF, RELU)
 
     def run(x, w, b, out, spec, relu):
-        b = pack_bias(nest, b, spec.groups)
+        b = pack_bias(nest, b)
         drive(x, w, b, out, task_count(nest, spec))
         _finish(nest, x, w, b, out, spec, relu)
 
