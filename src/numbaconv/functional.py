@@ -7,6 +7,7 @@ before any compiled code runs.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -88,8 +89,9 @@ def _all_finite(kernel):
 SCRATCH_BYTES = 8 << 20
 
 
+@functools.cache
 def _physical_memory():
-    """Bytes of physical memory, or 2**48 where the platform does not say."""
+    """Bytes of physical memory, or 2**48 where the platform does not say (asked once)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
