@@ -80,12 +80,17 @@ def _channels_last(spec):
     return spec.data_format == "channels_last"
 
 
+def _depthwise(spec):
+    """One input channel and one filter per group (depth multipliers go to the grouped nest)."""
+    return spec.is_depthwise and spec.filters == spec.groups
+
+
 def _planar_depthwise(spec):
     # Vectorized along image rows, it pays for rows of 32 pixels or more
     # (measured on 112² images: 1.7-2.2x the reordering path; on 14² images
     # 0.2-0.35x, where per-row overhead dominates).
-    return (spec.is_depthwise and spec.filters == spec.groups
-            and not _channels_last(spec) and spec.output_hw[1] >= PLANAR_MIN_WIDTH)
+    return (_depthwise(spec) and not _channels_last(spec)
+            and spec.output_hw[1] >= PLANAR_MIN_WIDTH)
 
 
 #: Output width from which channels_first depthwise layers run planar.
@@ -96,8 +101,8 @@ PLANAR_MIN_WIDTH = 32
 # along rows; the others vectorize along channels and read channels_last only:
 # numbaconv.functional.plan reorders channels_first data around them.
 IMPLEMENTATIONS = (
-    Implementation("cpu.depthwise", "depthwise", lambda spec: spec.is_depthwise and
-                   spec.filters == spec.groups and _channels_last(spec)),
+    Implementation("cpu.depthwise", "depthwise",
+                   lambda spec: _depthwise(spec) and _channels_last(spec)),
     Implementation("cpu.depthwise.planar", "depthwise_planar", _planar_depthwise),
     Implementation("cpu.dense", "dense", lambda spec: spec.groups == 1),
     Implementation("cpu.grouped", "grouped", _channels_last),

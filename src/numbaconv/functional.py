@@ -114,9 +114,10 @@ def _check_allocation(what, shape, dtype):
 def plan(spec, relu, hot, finite_kernel=True):
     """How :func:`convolve` runs ``spec``: implementation, nest, runner and the spec it runs.
 
-    The dense nest reads both layouts; the others read channels_last, so
-    channels_first data is reordered on the way in and out for them (see
-    :mod:`numbaconv.cpu.layout`).
+    A spec runs in its own layout when an implementation reads it (dense
+    layers, wide channels_first depthwise layers); otherwise channels_first
+    data is reordered to channels_last on the way in and back on the way
+    out (see :mod:`numbaconv.cpu.layout`).
     Kernels skip taps over padding; the input is padded explicitly instead
     when border pixels would cost more than the copy, and when an inf/NaN
     weight must meet the padded zeros (0 * inf = NaN, as in XLA).
