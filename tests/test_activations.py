@@ -1,6 +1,5 @@
 """Tests for numbaconv.activations (independent formulas + real Keras when present)."""
 
-import contextlib
 import math
 import os
 import re
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from numbaconv import activations
+from keras_support import x64
 
 RNG = np.random.default_rng(1234)
 # Ordinary values, the piecewise breakpoints, and large magnitudes.
@@ -313,27 +313,6 @@ def test_library_does_not_import_keras():
 
 # --------------------------------------------------------------------------
 # Comparison with real Keras (skipped when keras is not importable)
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    try:  # like pytest.importorskip, but also for installed-but-broken keras
-        import keras
-    except ImportError as exc:
-        pytest.skip(f"keras not importable: {exc}")
-    return keras
-
-
-def _x64(keras):
-    """Let the JAX backend compute in float64 (off by default in JAX)."""
-    if keras.backend.backend() == "jax":
-        import jax
-        enable = getattr(jax, "enable_x64", None)  # jax >= 0.4.36; older: experimental
-        if enable is None:
-            from jax.experimental import enable_x64 as enable
-        return enable(True)
-    return contextlib.nullcontext()
-
-
 def _for_keras(keras, name, x, axis=-1):
     """Input for a Keras comparison of activation ``name``.
 
@@ -360,7 +339,7 @@ def test_keras_name_set(keras):
 @pytest.mark.parametrize("name", KERAS_NAMES)
 def test_keras_numbers_float64(keras, name):
     x = _for_keras(keras, name, X2)
-    with _x64(keras):
+    with x64(keras):
         expected = np.asarray(keras.activations.get(name)(x, **KWARGS.get(name, {})))
     got = _call(name, x)
     assert got.dtype == np.float64
@@ -400,7 +379,7 @@ def test_keras_numbers_float32(keras, name):
 ])
 def test_keras_numbers_with_arguments(keras, name, kw):
     x = _for_keras(keras, name, X2, kw.get("axis", -1))
-    with _x64(keras):
+    with x64(keras):
         expected = np.asarray(getattr(keras.activations, name)(x, **kw))
     np.testing.assert_allclose(getattr(activations, name)(x, **kw), expected,
                                rtol=1e-6, atol=1e-12)

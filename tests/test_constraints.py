@@ -1,14 +1,13 @@
 """Tests for numbaconv.constraints (hand formulas + real Keras when present)."""
 
-import contextlib
 import math
-import os
 import re
 
 import numpy as np
 import pytest
 
 from numbaconv import constraints as C
+from keras_support import x64
 
 RNG = np.random.default_rng(3)
 KERNEL = RNG.normal(size=(3, 3, 4, 8))   # Conv2D kernel: 8 filters
@@ -140,26 +139,6 @@ def test_serialize_round_trip(obj):
 
 
 # --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    try:  # like pytest.importorskip, but also for installed-but-broken keras
-        import keras
-    except ImportError as exc:
-        pytest.skip(f"keras not importable: {exc}")
-    return keras
-
-
-def _x64(keras):
-    if keras.backend.backend() == "jax":
-        import jax
-        enable = getattr(jax, "enable_x64", None)  # jax >= 0.4.36; older: experimental
-        if enable is None:
-            from jax.experimental import enable_x64 as enable
-        return enable(True)
-    return contextlib.nullcontext()
-
-
 def _twin(keras, obj):
     return getattr(keras.constraints, type(obj).__name__)(**obj.get_config())
 
@@ -186,7 +165,7 @@ def test_keras_serialize_equal(keras, obj):
 def test_keras_values(keras, obj, dtype):
     w = KERNEL * np.linspace(0.01, 2, 8)
     w = w.astype(dtype)
-    with _x64(keras):
+    with x64(keras):
         expected = np.asarray(_twin(keras, obj)(keras.ops.convert_to_tensor(w)))
     got = obj(w)
     assert got.dtype == expected.dtype == np.dtype(dtype)

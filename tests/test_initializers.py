@@ -1,6 +1,5 @@
 """Tests for numbaconv.initializers (statistics, semantics, Keras parity)."""
 
-import contextlib
 import math
 import os
 import re
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from numbaconv import initializers as I
+from keras_support import x64
 
 CONV = (3, 3, 16, 32)          # Conv2D kernel, groups=1
 GROUPED = (3, 3, 4, 32)        # Conv2D kernel, in_channels=16, groups=4
@@ -352,26 +352,6 @@ def test_serialize_values():
 
 # --------------------------------------------------------------------------
 # Comparison with real Keras
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    try:  # like pytest.importorskip, but also for installed-but-broken keras
-        import keras
-    except ImportError as exc:
-        pytest.skip(f"keras not importable: {exc}")
-    return keras
-
-
-def _x64(keras):
-    if keras.backend.backend() == "jax":
-        import jax
-        enable = getattr(jax, "enable_x64", None)  # jax >= 0.4.36; older: experimental
-        if enable is None:
-            from jax.experimental import enable_x64 as enable
-        return enable(True)
-    return contextlib.nullcontext()
-
-
 def _keras_twin(keras, obj):
     """The Keras initializer with the same configuration (via Keras' own API)."""
     cls = getattr(keras.initializers, type(obj).__name__)
@@ -438,7 +418,7 @@ def test_keras_deterministic_values(keras, obj, shape):
     kobj = _keras_twin(keras, obj)
     if isinstance(obj, I.Identity):
         kobj = keras.initializers.Identity(gain=obj.gain)
-    with _x64(keras):
+    with x64(keras):
         expected = np.asarray(kobj(shape, dtype="float64"))
     # Keras' STFT takes pi from ops.arccos, which returns float32 even for
     # float64 input in Keras 3.15, so its float64 kernel is float32-accurate.

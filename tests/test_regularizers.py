@@ -1,15 +1,14 @@
 """Tests for numbaconv.regularizers (hand formulas + real Keras when present)."""
 
-import contextlib
 import itertools
 import math
-import os
 import re
 
 import numpy as np
 import pytest
 
 from numbaconv import regularizers as R
+from keras_support import x64
 
 RNG = np.random.default_rng(7)
 W = RNG.normal(size=(3, 3, 4, 8))
@@ -148,26 +147,6 @@ def test_serialize_known_values():
 
 
 # --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    try:  # like pytest.importorskip, but also for installed-but-broken keras
-        import keras
-    except ImportError as exc:
-        pytest.skip(f"keras not importable: {exc}")
-    return keras
-
-
-def _x64(keras):
-    if keras.backend.backend() == "jax":
-        import jax
-        enable = getattr(jax, "enable_x64", None)  # jax >= 0.4.36; older: experimental
-        if enable is None:
-            from jax.experimental import enable_x64 as enable
-        return enable(True)
-    return contextlib.nullcontext()
-
-
 def _twin(keras, obj):
     return getattr(keras.regularizers, type(obj).__name__)(**obj.get_config())
 
@@ -194,7 +173,7 @@ def test_keras_serialize_equal(keras, obj):
 def test_keras_values(keras, obj, dtype):
     kobj = _twin(keras, obj)  # built outside x64: factors stored as Keras does
     x = (M if isinstance(obj, R.OrthogonalRegularizer) else W).astype(dtype)
-    with _x64(keras):
+    with x64(keras):
         expected = np.asarray(kobj(keras.ops.convert_to_tensor(x)))
     got = obj(x)
     assert got.dtype == expected.dtype == np.dtype(dtype)
