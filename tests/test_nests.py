@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference import reference_conv2d, reference_pads
 
 import numbaconv
 from numbaconv import dispatch
 from numbaconv.cpu import layout
-from reference import reference_conv2d, reference_pads
+from numbaconv.functional import plan
+from numbaconv.spec import ConvSpec
 
 F64_TOL = dict(rtol=1e-10, atol=1e-12)
 
@@ -85,6 +87,89 @@ def test_dense_tiles_filter_blocks_and_layouts(width, filters, data_format, tier
     bias = rng.standard_normal(filters)
     _check(x, kernel, 1, "same", 1, bias, "relu", data_format)
     _check(x, kernel, 2, "same", 1, bias, None, data_format)
+
+
+def _run_shifted(x, kernel, strides, padding, dilation, bias, activation, data_format):
+    """float32 ``conv2d`` through the shifted grouped nest (asserted) and its float64 reference."""
+    spec = ConvSpec.from_arguments(x.shape, kernel.shape, strides, padding, data_format,
+                                   dilation, "float32")
+    assert plan(spec, activation == "relu", hot=True)[1] == "grouped_shifted"
+    out = numbaconv.conv2d(x.astype(np.float32), kernel.astype(np.float32), strides=strides,
+                           padding=padding, dilation_rate=dilation,
+                           bias=bias.astype(np.float32), activation=activation,
+                           data_format=data_format)
+    xl = x if data_format == "channels_last" else x.transpose(0, 2, 3, 1)
+    pads = reference_pads(padding, xl.shape[1:3], kernel.shape[:2], (strides, strides),
+                          (dilation, dilation))
+    want = reference_conv2d(xl.astype(np.float32), kernel.astype(np.float32),
+                            (strides, strides), pads, (dilation, dilation))
+    want = want + bias.astype(np.float32)
+    if activation == "relu":
+        want = np.maximum(want, 0)
+    if data_format == "channels_first":
+        want = want.transpose(0, 3, 1, 2)
+    return out, want
+
+
+@pytest.mark.parametrize("group_width, channels", [(2, 6), (4, 16), (4, 96), (8, 72),
+                                                   (16, 32), (64, 128)])
+@pytest.mark.parametrize("width, strides, dilation", [(4, 1, 1), (5, 1, 1), (9, 2, 1),
+                                                      (13, 1, 2), (11, 3, 1)])
+def test_shifted_grouped_nest(group_width, channels, width, strides, dilation, tier):
+    # Filter blocks of 64 (full, partial, several), shifts of 2 * width - 1 input
+    # channels, 4-pixel tiles (the last overlapping), strides, dilation, both paddings.
+    rng = np.random.default_rng(group_width * 1000 + channels + width)
+    x = rng.standard_normal((2, 6, width * strides, channels))
+    kernel = rng.standard_normal((3, 3, group_width, channels))
+    bias = rng.standard_normal(channels)
+    for padding, activation in (("same", "relu"), ("valid", None)):
+        if -(-(width * strides - 2 * dilation) // strides) < 4 and padding == "valid":
+            continue
+        out, want = _run_shifted(x, kernel, strides, padding, dilation, bias, activation,
+                                 "channels_last")
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
+
+
+def test_shifted_grouped_nest_channels_first_and_kernel_sizes(tier):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 32, 7, 9))
+    kernel = rng.standard_normal((2, 5, 4, 32))
+    bias = rng.standard_normal(32)
+    out, want = _run_shifted(x, kernel, 1, "same", 1, bias, None, "channels_first")
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
+
+
+def test_shifted_grouped_nest_keeps_non_finite_values_in_their_group(tier):
+    # The nest multiplies every channel of a block by a zero weight for the
+    # filters outside its group: an inf next to a group must not leak as NaN
+    # into it (nor into the next pixel, whose channels follow in memory).
+    x = np.ones((1, 5, 8, 16))
+    x[0, 2, 3, 4] = np.inf  # group 1 of 4-channel groups
+    x[0, 1, 5, 15] = np.nan  # last channel of a pixel, next to the next pixel's first
+    kernel = np.random.default_rng(5).standard_normal((3, 3, 4, 16))
+    out, want = _run_shifted(x, kernel, 1, "same", 1, np.zeros(16), None, "channels_last")
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(want))
+    assert np.isfinite(out[..., [0, 1, 2, 3, 8, 9, 10, 11]]).all()
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(out[finite], want[finite], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_prepare_input_pads_channels(data_format):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 5, 4))
+    got, finite = layout.pad_channels(x, data_format, ((1, 0), (0, 2)), (3, 5),
+                                      np.dtype(np.float32))
+    xl = x if data_format == "channels_last" else x.transpose(0, 2, 3, 1)
+    want = np.pad(xl.astype(np.float32), ((0, 0), (1, 0), (0, 2), (3, 5)))
+    np.testing.assert_array_equal(got, want)
+    assert finite
+    for bad in (np.inf, -np.inf, np.nan):
+        x[1, 2, 1, 0] = bad
+        assert not layout.pad_channels(x, data_format, ((0, 0), (0, 0)), (1, 0),
+                                       np.dtype(np.float32))[1]
+        x[1, 2, 1, 0] = 0
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])

@@ -16,9 +16,10 @@ from dataclasses import replace
 import numpy as np
 
 from . import activations
+from .cache import kernel_cache
 from .cpu import layout
-from .cpu.direct import pack_weights
-from .dispatch import prefers_padded_input, select, supports
+from .cpu.direct import channel_pads, pack_weights
+from .dispatch import prefers_padded_input, select, supports, wants_specialized
 from .spec import ConvSpec
 from .variables import Snapshot, Variable
 
@@ -145,6 +146,12 @@ def plan(spec, relu, hot, finite_kernel=True):
     pads : ((int, int), (int, int))
         Zeros to add around the input before ``run``.
     """
+    # Remembered in the kernel cache (a hit costs ~1 us; planning, ~30 us).
+    key = ("plan", spec, bool(relu), bool(finite_kernel), wants_specialized(spec, hot))
+    return kernel_cache.get(key, lambda: _plan(spec, relu, hot, finite_kernel))
+
+
+def _plan(spec, relu, hot, finite_kernel):
     run_spec = spec if supports(spec) else spec.as_channels_last()
     name, nest, run = select(run_spec, relu, hot)
     pads = ((0, 0), (0, 0))
@@ -191,17 +198,20 @@ def convolve(spec, x, kernel, bias, activation, hot):
     _, nest, run, run_spec, pads = plan(spec, relu, hot, finite_kernel=finite)
     b = np.zeros(spec.filters, dtype=dtype) if bias is None else np.array(bias, dtype=dtype)
 
-    def pack(value):
-        return pack_weights(nest, np.array(value, dtype=dtype, order="C"))
+    def packed_for(nest):
+        def pack(value):
+            return pack_weights(nest, np.array(value, dtype=dtype, order="C"))
 
-    packed = (kernel.derived((nest, dtype), pack) if isinstance(kernel, Snapshot)
-              else pack(kernel))
+        return kernel.derived((nest, dtype), pack) if isinstance(kernel, Snapshot) else pack(kernel)
+
+    packed = packed_for(nest)
     out = np.empty(spec.output_shape, dtype=dtype)
     reorder = run_spec.data_format != spec.data_format
+    channels = channel_pads(nest, run_spec)
     # Kernels are compiled per array type: they get writable C-contiguous
     # arrays of the compute dtype only, so one compilation serves every call.
-    direct = (not reorder and pads == ((0, 0), (0, 0)) and x.dtype == dtype
-              and x.flags.c_contiguous and x.flags.writeable)
+    direct = (not reorder and pads == ((0, 0), (0, 0)) and channels == (0, 0)
+              and x.dtype == dtype and x.flags.c_contiguous and x.flags.writeable)
     if direct:
         run(x, packed, b, out, run_spec, relu)
     else:
@@ -210,21 +220,30 @@ def convolve(spec, x, kernel, bias, activation, hot):
         # call allocates little beyond its output whatever the batch.
         _check_allocation("copy of one input image", replace(run_spec, batch=1).input_shape,
                           dtype)
-        image_bytes = math.prod(run_spec.input_shape[1:]) * dtype.itemsize
+        image_bytes = (math.prod(run_spec.input_shape[1:3]) * (sum(channels) + spec.in_channels)
+                       * dtype.itemsize)
         if reorder:
             image_bytes += math.prod(run_spec.output_shape[1:]) * dtype.itemsize
         step = max(1, SCRATCH_BYTES // image_bytes)
         for first in range(0, spec.batch, step):
             part = slice(first, min(first + step, spec.batch))
-            part_spec = replace(run_spec, batch=part.stop - part.start)
-            xs = layout.prepare_input(x[part], spec.data_format, run_spec.data_format, pads,
-                                      dtype)
+            part_spec = (run_spec if step >= spec.batch
+                         else replace(run_spec, batch=part.stop - part.start))
+            run_part, packed_part, finite = run, packed, True
+            if channels != (0, 0):
+                xs, finite = layout.pad_channels(x[part], spec.data_format, pads, channels, dtype)
+            if not finite:  # an implementation exact on finite inputs only: the next one
+                _, safe_nest, run_part = select(run_spec, relu, hot, finite_input=False)
+                packed_part = packed_for(safe_nest)
+            if channels == (0, 0) or not finite:
+                xs = layout.prepare_input(x[part], spec.data_format, run_spec.data_format, pads,
+                                          dtype)
             if reorder:
                 ys = layout.scratch("output", part_spec.output_shape, dtype)
-                run(xs, packed, b, ys, part_spec, relu)
+                run_part(xs, packed_part, b, ys, part_spec, relu)
                 layout.to_channels_first(ys, out=out[part])
             else:
-                run(xs, packed, b, out[part], part_spec, relu)
+                run_part(xs, packed_part, b, out[part], part_spec, relu)
     if relu or activation is activations.linear:
         return out
     return np.asarray(activation(out), dtype=dtype)

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import activations
 from .cpu import layout
-from .cpu.direct import pack_weights
+from .cpu.direct import channel_pads, pack_weights
 from .functional import is_fused_relu, plan
 from .layer import Conv2D
 from .spec import ConvSpec
@@ -81,8 +81,12 @@ def warmup(configurations, dtype="float32", progress=None):
         name, nest, run, run_spec, pads = plan(spec, relu, hot=True)
         # Zero-batch calls compile for these array types and run no task.
         dt = np.dtype(spec.dtype)
-        x = layout.prepare_input(np.zeros(replace(spec, batch=0).input_shape, dt),
-                                 spec.data_format, run_spec.data_format, pads, dt)
+        x = np.zeros(replace(spec, batch=0).input_shape, dt)
+        channels = channel_pads(nest, run_spec)
+        if channels != (0, 0):
+            x = layout.pad_channels(x, spec.data_format, pads, channels, dt)[0]
+        else:
+            x = layout.prepare_input(x, spec.data_format, run_spec.data_format, pads, dt)
         empty = replace(run_spec, batch=0)
         out = np.zeros(empty.output_shape, dt)
         run(x, pack_weights(nest, np.zeros(spec.kernel_shape, dt)), np.zeros(spec.filters, dt),

@@ -18,7 +18,9 @@ or one row of a filter block), and driven two ways:
 The nests assume what :mod:`numbaconv.functional` guarantees: C-contiguous
 arrays of one float dtype, shapes consistent with a validated
 :class:`~numbaconv.spec.ConvSpec`.  Reads outside the input are never issued:
-padding is handled by clipping loop ranges, not by reading a padded copy.
+the nests clip their loop ranges at the border, except the shifted grouped
+nest, which is always given an input padded in space and around each pixel's
+channels (:func:`channel_pads`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from numba import njit, prange
 from ..jit import kernel_jit
 
 __all__ = ["NESTS", "generic_kernel", "specialized_kernel", "pack_weights", "pack_bias",
-           "task_count"]
+           "channel_pads", "task_count"]
 
 
 # Fused multiply-add (one rounding instead of two) is what every fast
@@ -104,27 +106,57 @@ def pack_weights(nest, kernel):
     """``kernel`` (Keras layout) in the order ``nest`` reads it.
 
     The dense nest reads ``(blocks, kh, kw, CIN, 64)`` filter blocks, the
-    last one padded with zero filters; the other nests read the Keras layout
+    last one padded with zero filters.  The shifted grouped nest reads
+    ``(blocks, kh, kw, shifts, 64)``: for each shift ``s`` of the input
+    channels, the weight each filter gives the channel that lands in its lane,
+    zero where that channel is outside its group (see
+    :func:`_grouped_shifted_task`).  The other nests read the Keras layout
     as is.
     """
     kh, kw, cin, filters = kernel.shape
-    if nest != "dense":
+    if nest not in ("dense", "grouped_shifted"):
         return kernel
     blocks = -(-filters // DENSE_BLOCK)
-    packed = np.zeros((kh, kw, cin, blocks * DENSE_BLOCK), dtype=kernel.dtype)
-    packed[..., :filters] = kernel
+    if nest == "dense":
+        packed = np.zeros((kh, kw, cin, blocks * DENSE_BLOCK), dtype=kernel.dtype)
+        packed[..., :filters] = kernel
+        return np.ascontiguousarray(
+            packed.reshape(kh, kw, cin, blocks, DENSE_BLOCK).transpose(3, 0, 1, 2, 4))
+    shifts = 2 * cin - 1
+    packed = np.zeros((kh, kw, shifts, blocks * DENSE_BLOCK), dtype=kernel.dtype)
+    member = np.arange(filters) % cin  # each filter's place in its group
+    for shift in range(shifts):
+        channel = member + shift - (cin - 1)  # the group channel lane f reads at this shift
+        inside = (channel >= 0) & (channel < cin)
+        packed[:, :, shift, :filters][..., inside] = kernel[:, :, channel[inside],
+                                                            np.flatnonzero(inside)]
     return np.ascontiguousarray(
-        packed.reshape(kh, kw, cin, blocks, DENSE_BLOCK).transpose(3, 0, 1, 2, 4))
+        packed.reshape(kh, kw, shifts, blocks, DENSE_BLOCK).transpose(3, 0, 1, 2, 4))
 
 
 def pack_bias(nest, bias):
     """``bias`` laid out like the filters of :func:`pack_weights`."""
     filters = bias.shape[0]
-    if nest != "dense" or filters % DENSE_BLOCK == 0:
+    if nest not in ("dense", "grouped_shifted") or filters % DENSE_BLOCK == 0:
         return bias
     packed = np.zeros(-(-filters // DENSE_BLOCK) * DENSE_BLOCK, dtype=bias.dtype)
     packed[:filters] = bias
     return packed
+
+
+def channel_pads(nest, spec):
+    """``(front, back)``: zero channels ``nest`` reads around each input pixel's channels.
+
+    The shifted grouped nest reads, for every 64-filter block, the block's
+    channels shifted by up to ``CIN - 1`` either way: the zeros keep the reads
+    of the first and last pixels inside the array, and give the last block's
+    missing filters zeros to read.
+    """
+    if nest != "grouped_shifted":
+        return 0, 0
+    width = spec.in_channels // spec.groups
+    blocks = -(-spec.filters // DENSE_BLOCK)
+    return width - 1, blocks * DENSE_BLOCK - spec.in_channels + width - 1
 
 
 @njit(inline="always")
@@ -250,6 +282,64 @@ def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
         _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, iw0, kj_lo, kj_hi, oc0, 1,
                          OCB, SW, DH, DW, CIN, CF)
         _store_tile(out, acc, n, oh, ow, oc0, 1, OCB, COUT, CF, RELU)
+
+
+@njit(inline="always")
+def _shifted_tile(x, w, blk, acc, b, n, ih0, iw0, P, KH, KW, SW, DH, DW, SHIFTS, CF_OUT, out,
+                  oh, ow, COUT, RELU):
+    """``P`` output pixels from column ``iw0`` × one 64-filter block of the shifted grouped nest."""
+    OCB = DENSE_BLOCK
+    c0 = blk * OCB
+    for p in range(P):
+        for o in range(OCB):
+            acc[p * OCB + o] = b[c0 + o]
+    # Shifts outside the column taps: the loads of one shift at neighbouring
+    # columns repeat across taps, and LLVM reuses them (measured 2.5x).
+    for ki in range(KH):
+        ih = ih0 + ki * DH
+        for s in range(SHIFTS):
+            for kj in range(KW):
+                iw = iw0 + kj * DW
+                for p in range(P):
+                    for o in range(OCB):
+                        acc[p * OCB + o] += w[blk, ki, kj, s, o] * x[n, ih, iw + p * SW,
+                                                                      c0 + s + o]
+    _store_tile(out, acc, n, oh, ow, c0, P, OCB, COUT, CF_OUT, RELU)
+
+
+def _grouped_shifted_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
+                          CF, RELU):
+    """channels_last groups of 2-64 channels in and as many out (ResNeXt's 4): one output row.
+
+    Vectorized along 64 filters as the dense nest is, although each group
+    reads only its own ``CIN`` channels: lane ``o`` of a filter block is
+    multiplied by the input channel ``o + s - (CIN - 1)`` of the block for
+    every shift ``s`` in ``[0, 2 CIN - 1)``, with the weight of that channel
+    when it is in the lane's group and zero otherwise (:func:`pack_weights`).
+    That is ``(2 CIN - 1) / CIN`` times the arithmetic, every load contiguous
+    and no shuffle; the alternatives (one filter group at a time, or the
+    dense nest on block-diagonal weights) leave the vector units mostly idle.
+    A zero weight meets every other channel of the block, so an inf/NaN
+    input would leak into the other groups (0 * inf is NaN): such inputs go
+    to the plain grouped nest (see
+    :attr:`numbaconv.dispatch.Implementation.finite_inputs_only`).
+    ``x`` is zero-padded in space and around each pixel's channels
+    (:func:`channel_pads`), so there is no border code; the output is at
+    least ``TW`` pixels wide (a narrower one would need a second unrolled
+    tile, ~0.5 s more compilation).  ``CF`` is always false here.
+    """
+    OH, OW = out.shape[1], out.shape[2]
+    F = G * COUT
+    SHIFTS = 2 * CIN - 1
+    n = task // OH
+    oh = task - n * OH
+    ih0 = oh * SH
+    acc = np.empty(TW * DENSE_BLOCK, dtype=out.dtype)
+    for t in range((OW + TW - 1) // TW):  # dispatch guarantees OW >= TW
+        ow = min(t * TW, OW - TW)  # the last tile overlaps its neighbour
+        for blk in range(_dense_blocks(F)):
+            _shifted_tile(x, w, blk, acc, b, n, ih0, ow * SW, TW, KH, KW, SW, DH, DW, SHIFTS,
+                          CF, out, oh, ow, F, RELU)
 
 
 #: Output pixels per tile of the depthwise nest, each with its own sums in
@@ -430,13 +520,14 @@ def _depthwise_planar_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G
 
 
 #: The nests by name, in the order of their compile-time selector.
-NESTS = ("grouped", "depthwise", "dense", "dense_edge", "depthwise_planar")
+NESTS = ("grouped", "depthwise", "dense", "dense_edge", "depthwise_planar",
+         "grouped_shifted")
 # Inlined into the drivers.  Module globals, not closure variables: Numba's
 # disk cache can only key closures over plain values.
-_grouped, _depthwise, _dense, _dense_edge, _depthwise_planar = (
+_grouped, _depthwise, _dense, _dense_edge, _depthwise_planar, _grouped_shifted = (
     njit(inline="always")(task)
     for task in (_grouped_task, _depthwise_task, _dense_task, _dense_edge_task,
-                 _depthwise_planar_task))
+                 _depthwise_planar_task, _grouped_shifted_task))
 
 
 
@@ -463,10 +554,14 @@ def _generic_driver(NEST):
             for task in prange(tasks):
                 _dense_edge(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
                             TW, CF, RELU)
-        else:
+        elif NEST == 4:
             for task in prange(tasks):
                 _depthwise_planar(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                   COUT, TW, CF, RELU)
+        else:
+            for task in prange(tasks):
+                _grouped_shifted(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                 COUT, TW, CF, RELU)
 
     return drive
 
@@ -481,7 +576,7 @@ DENSE_TILE = 4
 
 def tile_width(nest, spec):
     """The tile size ``TW`` of ``nest`` on ``spec``, in output pixels."""
-    if nest == "dense":
+    if nest in ("dense", "grouped_shifted"):
         return DENSE_TILE
     if nest == "depthwise":
         return DEPTHWISE_TILE
@@ -581,10 +676,14 @@ def specialized_kernel(nest, spec, relu):
             for task in prange(tasks):
                 _dense_edge(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
                             TW, CF, RELU)
-        else:
+        elif NEST == 4:
             for task in prange(tasks):
                 _depthwise_planar(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                   COUT, TW, CF, RELU)
+        else:
+            for task in prange(tasks):
+                _grouped_shifted(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                 COUT, TW, CF, RELU)
 
     def run(x, w, b, out, spec, relu):
         b = pack_bias(nest, b)

@@ -17,7 +17,7 @@ from numba import prange
 
 from ..jit import kernel_jit
 
-__all__ = ["prepare_input", "to_channels_first", "scratch"]
+__all__ = ["prepare_input", "pad_channels", "to_channels_first", "scratch"]
 
 # The copies index flat arrays with unsigned indices: no views in the loops
 # (each costs an atomic reference count, which threads contend for) and no
@@ -26,36 +26,64 @@ __all__ = ["prepare_input", "to_channels_first", "scratch"]
 
 
 @kernel_jit(parallel=True)
-def _gather_channels_last(x, out, top, left, CHANNELS_FIRST):
-    """``out[n, top + h, left + w, c] = x[n, h, w, c]`` (or ``x[n, c, h, w]``), zero elsewhere."""
-    N, OH, OW, C = out.shape
-    H = x.shape[2] if CHANNELS_FIRST else x.shape[1]
-    W = x.shape[3] if CHANNELS_FIRST else x.shape[2]
+def _gather_channels_last(x, out, top, left, front, CHANNELS_FIRST):
+    """``out[n, top + h, left + w, front + c] = x[n, h, w, c]`` (or ``x[n, c, h, w]``), zero elsewhere.
+
+    Returns the number of rows holding an inf/NaN among those copied value
+    by value (channels_first data, or ``out`` with padded channels); plain
+    channels_last rows are copied unchecked (counted 0).
+    """
+    N, OH, OW, CP = out.shape
+    if CHANNELS_FIRST:
+        C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    else:
+        H, W, C = x.shape[1], x.shape[2], x.shape[3]
     source = x.reshape(x.size)
     target = out.reshape(out.size)
     zero = out.dtype.type(0)
+    non_finite_rows = 0
     for row in prange(N * OH):
         n = row // OH
         h = row - n * OH - top
-        start = row * OW * C
+        start = row * OW * CP
         if h < 0 or h >= H:
-            for j in range(OW * C):
+            for j in range(OW * CP):
                 target[np.uint64(start + j)] = zero
             continue
-        for j in range(left * C):
+        for j in range(left * CP):
             target[np.uint64(start + j)] = zero
-        for j in range((left + W) * C, OW * C):
+        for j in range((left + W) * CP, OW * CP):
             target[np.uint64(start + j)] = zero
-        start += left * C
+        start += left * CP
+        finite = True  # v - v == 0 unless v is inf or NaN; an integer reduction vectorizes
         if CHANNELS_FIRST:
             first = n * C * H * W + h * W
+            if CP != C:
+                for j in range(W * CP):
+                    target[np.uint64(start + j)] = zero
             for c in range(C):
                 for w in range(W):
-                    target[np.uint64(start + w * C + c)] = source[np.uint64(first + c * H * W + w)]
-        else:
+                    value = source[np.uint64(first + c * H * W + w)]
+                    target[np.uint64(start + w * CP + front + c)] = value
+                    finite &= value - value == zero
+        elif CP == C:
             first = (n * H + h) * W * C
             for j in range(W * C):
                 target[np.uint64(start + j)] = source[np.uint64(first + j)]
+        else:
+            for w in range(W):
+                first = ((n * H + h) * W + w) * C
+                pixel = start + w * CP
+                for j in range(front):
+                    target[np.uint64(pixel + j)] = zero
+                for c in range(C):
+                    value = source[np.uint64(first + c)]
+                    target[np.uint64(pixel + front + c)] = value
+                    finite &= value - value == zero
+                for j in range(front + C, CP):
+                    target[np.uint64(pixel + j)] = zero
+        non_finite_rows += 0 if finite else 1
+    return non_finite_rows
 
 
 @kernel_jit(parallel=True)
@@ -141,26 +169,61 @@ def prepare_input(x, data_format, kernel_format, pads, dtype):
         at a time, so it stays small).
     """
     (top, bottom), (left, right) = pads
-    # The copy kernels, like the nests, are compiled for writable C-contiguous
-    # arrays of the compute dtype (Numba compiles read-only arrays apart).
-    x = np.ascontiguousarray(x, dtype=dtype)
-    if not x.flags.writeable:
-        x = x.copy()
+    x = _compute_array(x, dtype)
     reorder = data_format != kernel_format
     if not reorder and top == bottom == left == right == 0:
         return x
+    if kernel_format == "channels_first":
+        batch, channels, height, width = x.shape
+        out = scratch("input", (batch, channels, height + top + bottom, width + left + right),
+                      dtype)
+        _pad_channels_first(x, out, top, left)
+        return out
+    return _pad_channels_last(x, data_format, pads, (0, 0), dtype)[0]
+
+
+def pad_channels(x, data_format, pads, channel_pads, dtype):
+    """``x`` channels_last, padded in space and around each pixel's channels, and whether finite.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        4-D, in ``data_format``.
+    data_format : {"channels_last", "channels_first"}
+    pads : ((int, int), (int, int))
+        ``((top, bottom), (left, right))`` zeros to add.
+    channel_pads : (int, int)
+        ``(front, back)`` zeros to add before and after each pixel's channels.
+    dtype : numpy.dtype
+
+    Returns
+    -------
+    padded : numpy.ndarray
+        A :func:`scratch` array, as :func:`prepare_input` returns.
+    finite : bool
+        Whether ``x`` holds no inf/NaN (checked during the copy).
+    """
+    return _pad_channels_last(_compute_array(x, dtype), data_format, pads, channel_pads, dtype)
+
+
+def _compute_array(x, dtype):
+    # The copy kernels, like the nests, are compiled for writable C-contiguous
+    # arrays of the compute dtype (Numba compiles read-only arrays apart).
+    x = np.ascontiguousarray(x, dtype=dtype)
+    return x if x.flags.writeable else x.copy()
+
+
+def _pad_channels_last(x, data_format, pads, channel_pads, dtype):
+    (top, bottom), (left, right) = pads
+    front, back = channel_pads
     if data_format == "channels_first":
         batch, channels, height, width = x.shape
     else:
         batch, height, width, channels = x.shape
-    height, width = height + top + bottom, width + left + right
-    if kernel_format == "channels_first":
-        out = scratch("input", (batch, channels, height, width), dtype)
-        _pad_channels_first(x, out, top, left)
-    else:
-        out = scratch("input", (batch, height, width, channels), dtype)
-        _gather_channels_last(x, out, top, left, reorder)
-    return out
+    out = scratch("input", (batch, height + top + bottom, width + left + right,
+                            front + channels + back), dtype)
+    non_finite = _gather_channels_last(x, out, top, left, front, data_format == "channels_first")
+    return out, non_finite == 0
 
 
 def to_channels_first(y, out=None):
