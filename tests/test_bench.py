@@ -10,6 +10,7 @@ import pytest
 
 from numbaconv import bench
 from numbaconv.spec import ConvSpec
+from reference import reference_conv2d, reference_pads
 
 
 @pytest.mark.parametrize("case", bench.SUITE, ids=lambda case: case.name)
@@ -44,3 +45,30 @@ def test_run_reports_every_case_and_the_geometric_mean(monkeypatch, tmp_path):
     assert result["geomean"] == {}
     assert "tiny dw" in text.getvalue() and "GB/s" in text.getvalue()
     json.dumps(result)  # what --json writes
+
+
+@pytest.mark.parametrize("case", [bench.Case("odd same", 9, 3, 4, 4, strides=2),
+                                  bench.Case("even same", 8, 4, 6, 3, dilation=2, groups=2),
+                                  bench.Case("nchw", 7, 3, 5, 3, data_format="channels_first")],
+                         ids=lambda case: case.name)
+def test_torch_peer_computes_the_same_convolution(case):
+    # The peer must be timed on the convolution we run: TF "same" padding,
+    # asymmetric or not, groups, dilation, layouts.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(case.input_shape(2)).astype(np.float32)
+    kernel = rng.standard_normal((case.kernel, case.kernel, case.channels // case.groups,
+                                  case.filters)).astype(np.float32)
+    got = bench._torch_runner(case, x, kernel)()
+    assert isinstance(got, torch.Tensor)
+    got = got.numpy()
+    if case.data_format == "channels_last":
+        got = got.transpose(0, 2, 3, 1)
+    want = reference_conv2d(
+        x if case.data_format == "channels_last" else x.transpose(0, 2, 3, 1), kernel,
+        (case.strides,) * 2,
+        reference_pads("same", (case.size, case.size), (case.kernel,) * 2, (case.strides,) * 2,
+                       (case.dilation,) * 2), (case.dilation,) * 2)
+    if case.data_format == "channels_first":
+        want = want.transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -94,15 +94,23 @@ def _torch_runner(case, x, kernel):
     xt = torch.from_numpy(np.ascontiguousarray(
         x if case.data_format == "channels_first" else x.transpose(0, 3, 1, 2)))
     wt = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
-    # TF "same" padding can be asymmetric: torch's padding="same" handles stride 1 only.
-    pads = [_same(case.size, case.kernel, case.strides, case.dilation)] * 2
+    # TF "same" padding can be asymmetric (odd total, extra pixel after), which
+    # torch's conv2d cannot express: only then is the input padded explicitly
+    # (as Keras's torch backend does); symmetric padding is torch's own.
+    (top, bottom), (left, right) = [_same(case.size, case.kernel, case.strides,
+                                          case.dilation)] * 2
+    symmetric = top == bottom and left == right
     runners = []
     for memory_format in (torch.contiguous_format, torch.channels_last):
         xm, wm = xt.contiguous(memory_format=memory_format), wt.contiguous(
             memory_format=memory_format)
 
         def run(xm=xm, wm=wm):
-            padded = torch.nn.functional.pad(xm, (*pads[1], *pads[0]))
+            if symmetric:
+                return torch.nn.functional.conv2d(xm, wm, stride=case.strides,
+                                                  padding=(top, left), dilation=case.dilation,
+                                                  groups=case.groups)
+            padded = torch.nn.functional.pad(xm, (left, right, top, bottom))
             return torch.nn.functional.conv2d(padded, wm, stride=case.strides,
                                               dilation=case.dilation, groups=case.groups)
         runners.append(run)

@@ -348,134 +348,139 @@ def _grouped_shifted_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G,
 DEPTHWISE_TILE = 4
 
 
-@kernel_jit(fastmath=_CONTRACT)
-def _depthwise_border_pixel(image, w, b, dst, start, ih0, iw0, H, W, C, KH, KW, DH, DW, RELU):
-    """``dst[start:start + C]``: the output pixel whose window starts at ``(ih0, iw0)``, clipped.
+@njit(inline="always")
+def _depthwise_border_pixel(x, w, b, out, n, oh, ow, ih0, iw0, H, W, C, KH, KW, DH, DW, RELU):
+    """Output pixel ``out[n, oh, ow]``, whose window starts at ``(ih0, iw0)``, clipped.
 
-    ``image`` is one input image flattened (``H * W * C``), ``dst`` the output
-    row flattened.  The taps accumulate in the output, tap by tap, each a
-    vectorized loop over channels.  Called, not inlined, with the geometry
-    at run time: compiled once for every configuration (a specialized copy
-    costs ~0.5 s of compilation per configuration, for a few pixels a row).
+    The taps accumulate in the output, tap by tap, each a vectorized loop
+    over channels.  Indexed in four dimensions rather than through flat
+    views: a view costs an atomic reference count, which the threads contend
+    for (measured: most of the border's cost).
     """
-    out = dst[start:start + C]
+    zero = out.dtype.type(0)
     for c in range(C):
-        out[c] = b[c]
+        out[n, oh, ow, c] = b[c]
     for ki in range(KH):
         ih = ih0 + ki * DH
         if 0 <= ih < H:
             for kj in range(KW):
                 iw = iw0 + kj * DW
                 if 0 <= iw < W:
-                    src = image[(ih * W + iw) * C:(ih * W + iw + 1) * C]
-                    taps = w[ki, kj, 0]
                     for c in range(C):
-                        out[c] += src[c] * taps[c]
+                        out[n, oh, ow, c] += x[n, ih, iw, c] * w[ki, kj, 0, c]
     if RELU:
         for c in range(C):
-            if out[c] < 0:
-                out[c] = 0
+            out[n, oh, ow, c] = max(out[n, oh, ow, c], zero)
 
 
 @njit(inline="always")
-def _depthwise_tile(image, w, b, dst, start, ih0, iw0, W, C, KH, KW, SW, DH, DW, RELU):
-    """``TW`` (4) output pixels from column ``iw0`` whose windows lie inside the input.
+def _depthwise_tile(x, w, b, out, n, oh, ow, ih0, iw0, C, KH, KW, SW, DH, DW, RELU):
+    """``TW`` (4) output pixels from ``out[n, oh, ow]`` whose windows lie inside the input.
 
-    ``image`` is one input image flattened (``H * W * C``), ``dst`` the output
-    row flattened.  The tap loops have constant trip counts and unroll, so
-    the loop over channels is the innermost one and is vectorized; each pixel
-    keeps its sum in registers (written out: a loop over pixels would be
-    vectorized instead), the four sharing each weight loaded.
+    The tap loops have constant trip counts and unroll, so the loop over
+    channels is the innermost one and is vectorized; each pixel keeps its
+    sum in registers (written out: a loop over pixels would be vectorized
+    instead), the four sharing each weight loaded.  Indexed in four
+    dimensions, not through views of the row: a view costs an atomic
+    reference count, which the threads contend for.
     """
-    step = SW * C
-    for c in range(C):
+    n = np.uint64(n)
+    for ci in range(C):
+        c = np.uint64(ci)
         s0 = b[c]
         s1 = s0
         s2 = s0
         s3 = s0
         for ki in range(KH):
+            ih = np.uint64(ih0 + ki * DH)
             for kj in range(KW):
+                iw = iw0 + kj * DW
                 weight = w[ki, kj, 0, c]
-                at = ((ih0 + ki * DH) * W + iw0 + kj * DW) * C + c
-                s0 += image[np.uint64(at)] * weight
-                s1 += image[np.uint64(at + step)] * weight
-                s2 += image[np.uint64(at + 2 * step)] * weight
-                s3 += image[np.uint64(at + 3 * step)] * weight
+                s0 += x[n, ih, np.uint64(iw), c] * weight
+                s1 += x[n, ih, np.uint64(iw + SW), c] * weight
+                s2 += x[n, ih, np.uint64(iw + 2 * SW), c] * weight
+                s3 += x[n, ih, np.uint64(iw + 3 * SW), c] * weight
         if RELU:
-            zero = dst.dtype.type(0)
+            zero = out.dtype.type(0)
             s0, s1, s2, s3 = max(s0, zero), max(s1, zero), max(s2, zero), max(s3, zero)
-        dst[np.uint64(start + c)] = s0
-        dst[np.uint64(start + C + c)] = s1
-        dst[np.uint64(start + 2 * C + c)] = s2
-        dst[np.uint64(start + 3 * C + c)] = s3
+        row = np.uint64(oh)
+        out[n, row, np.uint64(ow), c] = s0
+        out[n, row, np.uint64(ow + 1), c] = s1
+        out[n, row, np.uint64(ow + 2), c] = s2
+        out[n, row, np.uint64(ow + 3), c] = s3
 
 
 def _depthwise_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, CF,
                     RELU):
-    """channels_last depthwise, one filter per channel: one output row, vectorized along channels.
+    """channels_last depthwise, one filter per channel: one output row's interior tiles.
 
     Tiles of ``TW`` pixels whose windows lie inside the input
-    (:func:`_depthwise_tile`); the other pixels, on the image's border, one
-    at a time (:func:`_depthwise_border_pixel`).  It is memory-bound: each
-    output value is stored once, each input value read from cache.
+    (:func:`_depthwise_tile`); the other pixels, on the image's border, are
+    left to :func:`_depthwise_edge_task`.  It is memory-bound: each output
+    value is stored once, each input value read from cache.
 
     Compile cost shaped this (measured): every inlined copy of the unrolled
-    tile costs ~0.5 s, so there is one, and the border goes through a shared
-    function compiled once (1.5 s per specialization instead of 2.5 s; ~10%
-    slower on 7²×960, where half the pixels are border).  Several filters per
-    channel (a depth multiplier) go to the grouped nest rather than a branch
-    here: Numba compiles both sides of a branch on a constant inside an
-    inlined task.
+    tile costs ~0.5 s, so there is one, and the border runs in a generic
+    pass compiled once for every configuration.  It was a call per border
+    pixel: ~0.1-0.2 µs each in argument reference counts (atomics the
+    threads contend for), half the time of a 112²×32 layer.  Several filters
+    per channel (a depth multiplier) go to the grouped nest rather than a
+    branch here: Numba compiles both sides of a branch on a constant inside
+    an inlined task.
     """
     H, W = x.shape[1], x.shape[2]
     OH, OW = out.shape[1], out.shape[2]
     n = task // OH
     oh = task - n * OH
     ih0 = oh * SH - PT
-    # Flat views made once per row: a view costs an atomic reference count.
-    flat = out[n, oh].reshape(OW * G)
-    image = x[n].reshape(H * W * G)
-    inner_lo, inner_hi, tiles = _dense_interior(OW, W, KW, SW, DW, PL, TW)
     if not (0 <= ih0 and ih0 + (KH - 1) * DH < H):  # the window leaves the input's rows
-        inner_lo = inner_hi = OW
-        tiles = 0
+        return
+    inner_lo, inner_hi, tiles = _dense_interior(OW, W, KW, SW, DW, PL, TW)
     for t in range(tiles):
         ow = min(inner_lo + t * TW, inner_hi - TW)
-        _depthwise_tile(image, w, b, flat, ow * G, ih0, ow * SW - PL, W, G, KH, KW, SW, DH, DW,
-                        RELU)
+        _depthwise_tile(x, w, b, out, n, oh, ow, ih0, ow * SW - PL, G, KH, KW, SW, DH, DW, RELU)
+
+
+def _depthwise_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
+                         CF, RELU):
+    """The pixels of one depthwise row that :func:`_depthwise_task` leaves: window clipped."""
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = out.shape[1], out.shape[2]
+    n = task // OH
+    oh = task - n * OH
+    ih0 = oh * SH - PT
+    inner_lo, inner_hi, _ = _dense_interior(OW, W, KW, SW, DW, PL, TW)
+    if not (0 <= ih0 and ih0 + (KH - 1) * DH < H):
+        inner_lo = inner_hi = OW
     for ow in range(OW):
         if not inner_lo <= ow < inner_hi:
-            _depthwise_border_pixel(image, w, b, flat, ow * G, ih0, ow * SW - PL, H, W, G, KH,
-                                    KW, DH, DW, RELU)
+            _depthwise_border_pixel(x, w, b, out, n, oh, ow, ih0, ow * SW - PL, H, W, G, KH, KW,
+                                    DH, DW, RELU)
 
 
-@kernel_jit(fastmath=_CONTRACT)
-def _planar_row_clipped(plane, weights, bias, dst, ih0, iw0, H, W, KH, KW, SW, DH, DW, RELU):
-    """One output row of one channel plane, any window clipping, tap by tap.
+@njit(inline="always")
+def _planar_row_clipped(x, w, b, out, n, c, oh, lo, hi, ih0, H, W, KH, KW, SW, DH, DW, PL,
+                        RELU):
+    """Output columns ``[lo, hi)`` of row ``out[n, c, oh]``, any window clipping, tap by tap.
 
-    ``plane`` is the channel's ``H * W`` input flattened, ``weights`` its
-    ``(kh, kw)`` taps; output pixel ``o`` reads columns ``iw0 + o * SW + kj * DW``.
-    Each tap is a vectorized loop over the row's pixels whose column is
-    inside the input.  Called, not inlined, with run-time geometry: compiled
-    once for every configuration, for the few rows whose window leaves the
-    input.
+    Each tap is a vectorized loop over the columns whose input pixel is
+    inside the input.
     """
-    OW = dst.shape[0]
-    for o in range(OW):
-        dst[o] = bias
+    for o in range(lo, hi):
+        out[n, c, oh, o] = b[c]
     for ki in range(KH):
         ih = ih0 + ki * DH
         if 0 <= ih < H:
             for kj in range(KW):
-                offset = iw0 + kj * DW
-                lo, hi = _valid_range(OW, W, SW, offset)
-                tap = weights[ki, kj]
-                for o in range(lo, hi):
-                    dst[o] += plane[ih * W + o * SW + offset] * tap
+                offset = kj * DW - PL
+                first, last = _valid_range(hi, W, SW, offset)
+                tap = w[ki, kj, 0, c]
+                for o in range(max(lo, first), last):
+                    out[n, c, oh, o] += x[n, c, ih, np.uint64(o * SW + offset)] * tap
     if RELU:
-        for o in range(OW):
-            if dst[o] < 0:
-                dst[o] = 0
+        zero = out.dtype.type(0)
+        for o in range(lo, hi):
+            out[n, c, oh, o] = max(out[n, c, oh, o], zero)
 
 
 def _depthwise_planar_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
@@ -485,7 +490,10 @@ def _depthwise_planar_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G
     Each channel is an independent plane, so the row is vectorized along
     its pixels, with the taps unrolled and the channel's weights held in
     registers (no reorder of the data).  Rows and columns whose window
-    leaves the input go through :func:`_planar_row_clipped`.
+    leaves the input go through :func:`_planar_row_clipped`.  Indexed in four
+    dimensions, without views (a view costs an atomic reference count, which
+    the threads contend for), with unsigned indices (signed ones get
+    wraparound checks that keep LLVM from vectorizing).
     """
     H, W = x.shape[2], x.shape[3]
     OH, OW = out.shape[2], out.shape[3]
@@ -494,9 +502,6 @@ def _depthwise_planar_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G
     n = plane_index // G
     c = plane_index - n * G
     ih0 = oh * SH - PT
-    plane = x[n, c].reshape(H * W)
-    dst = out[n, c, oh]
-    taps = w[:, :, 0, c]
     if 0 <= ih0 and ih0 + (KH - 1) * DH < H:
         lo = min(OW, (PL + SW - 1) // SW)
         hi = max(lo, min(OW, (W - 1 - (KW - 1) * DW + PL) // SW + 1))
@@ -504,30 +509,30 @@ def _depthwise_planar_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G
             value = b[c]
             for ki in range(KH):
                 for kj in range(KW):
-                    value += plane[np.uint64((ih0 + ki * DH) * W + o * SW - PL + kj * DW)] * taps[
-                        ki, kj]
+                    value += x[np.uint64(n), np.uint64(c), np.uint64(ih0 + ki * DH),
+                               np.uint64(o * SW - PL + kj * DW)] * w[ki, kj, 0, c]
             if RELU and value < 0:
-                value = dst.dtype.type(0)
-            dst[np.uint64(o)] = value
-        if lo > 0:
-            _planar_row_clipped(plane, taps, b[c], dst[:lo], ih0, -PL, H, W, KH, KW, SW, DH,
-                                DW, RELU)
-        if hi < OW:
-            _planar_row_clipped(plane, taps, b[c], dst[hi:], ih0, hi * SW - PL, H, W, KH, KW,
-                                SW, DH, DW, RELU)
+                value = out.dtype.type(0)
+            out[np.uint64(n), np.uint64(c), np.uint64(oh), np.uint64(o)] = value
+        _planar_row_clipped(x, w, b, out, n, c, oh, 0, lo, ih0, H, W, KH, KW, SW, DH, DW, PL,
+                            RELU)
+        _planar_row_clipped(x, w, b, out, n, c, oh, hi, OW, ih0, H, W, KH, KW, SW, DH, DW, PL,
+                            RELU)
     else:
-        _planar_row_clipped(plane, taps, b[c], dst, ih0, -PL, H, W, KH, KW, SW, DH, DW, RELU)
+        _planar_row_clipped(x, w, b, out, n, c, oh, 0, OW, ih0, H, W, KH, KW, SW, DH, DW, PL,
+                            RELU)
 
 
 #: The nests by name, in the order of their compile-time selector.
 NESTS = ("grouped", "depthwise", "dense", "dense_edge", "depthwise_planar",
-         "grouped_shifted")
+         "grouped_shifted", "depthwise_edge")
 # Inlined into the drivers.  Module globals, not closure variables: Numba's
 # disk cache can only key closures over plain values.
-_grouped, _depthwise, _dense, _dense_edge, _depthwise_planar, _grouped_shifted = (
+(_grouped, _depthwise, _dense, _dense_edge, _depthwise_planar, _grouped_shifted,
+ _depthwise_edge) = (
     njit(inline="always")(task)
     for task in (_grouped_task, _depthwise_task, _dense_task, _dense_edge_task,
-                 _depthwise_planar_task, _grouped_shifted_task))
+                 _depthwise_planar_task, _grouped_shifted_task, _depthwise_edge_task))
 
 
 
@@ -558,10 +563,14 @@ def _generic_driver(NEST):
             for task in prange(tasks):
                 _depthwise_planar(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                   COUT, TW, CF, RELU)
-        else:
+        elif NEST == 5:
             for task in prange(tasks):
                 _grouped_shifted(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                  COUT, TW, CF, RELU)
+        else:
+            for task in prange(tasks):
+                _depthwise_edge(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                COUT, TW, CF, RELU)
 
     return drive
 
@@ -612,16 +621,20 @@ def task_count(nest, spec):
     return spec.batch * out_h
 
 
+#: The nests whose border pixels a generic edge pass computes after them.
+_EDGES = {"dense": "dense_edge", "depthwise": "depthwise_edge"}
+
+
 def _finish(nest, x, w, b, out, spec, relu):
-    """The dense nest's border pixels, by the generic edge driver.
+    """The dense and depthwise nests' border pixels, by a generic edge driver.
 
     They are a small share of the work, and compiling them once for every
     configuration instead of per configuration halves the specialization's
     compile time.
     """
-    if nest == "dense":
-        _GENERIC["dense_edge"](x, w, b, out, task_count(nest, spec),
-                                    *kernel_arguments(nest, spec), bool(relu))
+    if nest in _EDGES:
+        _GENERIC[_EDGES[nest]](x, w, b, out, task_count(nest, spec),
+                               *kernel_arguments(nest, spec), bool(relu))
 
 
 def generic_kernel(nest):
@@ -680,10 +693,14 @@ def specialized_kernel(nest, spec, relu):
             for task in prange(tasks):
                 _depthwise_planar(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                   COUT, TW, CF, RELU)
-        else:
+        elif NEST == 5:
             for task in prange(tasks):
                 _grouped_shifted(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                  COUT, TW, CF, RELU)
+        else:
+            for task in prange(tasks):
+                _depthwise_edge(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                COUT, TW, CF, RELU)
 
     def run(x, w, b, out, spec, relu):
         b = pack_bias(nest, b)
