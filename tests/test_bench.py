@@ -72,3 +72,17 @@ def test_torch_peer_computes_the_same_convolution(case):
     if case.data_format == "channels_first":
         want = want.transpose(0, 3, 1, 2)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_run_on_the_cuda_target():
+    # The plumbing of --device cuda (on the simulator here; timings meaningless).
+    from numbaconv import cuda as cuda_target
+
+    pytest.importorskip("numba.cuda")
+    if not cuda_target.available():
+        pytest.skip("CUDA cannot run here")
+    text = io.StringIO()
+    result = bench.run((bench.Case("tiny", 3, 2, 2, 3),), batches=(1,), repeats=1, peers=(),
+                       out=text, device="cuda")
+    assert "device: cuda" in text.getvalue()
+    assert result["rows"][0]["gflops"]["numbaconv"] > 0

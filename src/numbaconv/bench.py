@@ -1,7 +1,8 @@
 """Side-by-side benchmark: numbaconv against PyTorch and JAX on a standard layer suite.
 
 ``python -m numbaconv.bench [--batch 1 8] [--repeats 7] [--json FILE] [--plot FILE]``,
-``python -m numbaconv.bench --compile`` (first-call compile seconds).
+``python -m numbaconv.bench --compile`` (first-call compile seconds),
+``python -m numbaconv.bench --device cuda`` (the GPU kernels against cuDNN).
 
 Every layer is timed for each library in turn, interleaved round by round in
 one process, and the median is reported, so that a noisy shared machine
@@ -76,24 +77,40 @@ SUITE = (
 )
 
 
-def _numbaconv_runner(case, x, kernel):
+def _numbaconv_runner(case, x, kernel, device="cpu"):
     layer = Conv2D(case.filters, case.kernel, strides=case.strides, padding="same",
                    dilation_rate=case.dilation, groups=case.groups,
-                   data_format=case.data_format, use_bias=False)
+                   data_format=case.data_format, use_bias=False, device=device)
     layer.build(x.shape)
     layer.set_weights([kernel])
-    return lambda: layer(x)
+    if device == "cpu":
+        return lambda: layer(x)
+    from numba import cuda
+    x_device = cuda.to_device(x)
+
+    def run():
+        out = layer(x_device)
+        cuda.synchronize()
+        return out
+    return run
 
 
-def _torch_runner(case, x, kernel):
+def _torch_runner(case, x, kernel, device="cpu"):
     try:
         import torch
     except ImportError:
         return None
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            return None
+        # Full float32 arithmetic, as ours: no TensorFloat-32 in cuDNN.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     torch.set_grad_enabled(False)
     xt = torch.from_numpy(np.ascontiguousarray(
-        x if case.data_format == "channels_first" else x.transpose(0, 3, 1, 2)))
-    wt = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+        x if case.data_format == "channels_first" else x.transpose(0, 3, 1, 2))).to(device)
+    wt = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     # TF "same" padding can be asymmetric (odd total, extra pixel after), which
     # torch's conv2d cannot express: only then is the input padded explicitly
     # (as Keras's torch backend does); symmetric padding is torch's own.
@@ -107,18 +124,23 @@ def _torch_runner(case, x, kernel):
 
         def run(xm=xm, wm=wm):
             if symmetric:
-                return torch.nn.functional.conv2d(xm, wm, stride=case.strides,
-                                                  padding=(top, left), dilation=case.dilation,
-                                                  groups=case.groups)
-            padded = torch.nn.functional.pad(xm, (left, right, top, bottom))
-            return torch.nn.functional.conv2d(padded, wm, stride=case.strides,
-                                              dilation=case.dilation, groups=case.groups)
+                out = torch.nn.functional.conv2d(xm, wm, stride=case.strides,
+                                                 padding=(top, left), dilation=case.dilation,
+                                                 groups=case.groups)
+            else:
+                padded = torch.nn.functional.pad(xm, (left, right, top, bottom))
+                out = torch.nn.functional.conv2d(padded, wm, stride=case.strides,
+                                                 dilation=case.dilation, groups=case.groups)
+            sync()
+            return out
         runners.append(run)
     # Keep the faster memory format (judged on a few calls).
     return min(runners, key=lambda fn: median_time(fn, 3))
 
 
-def _jax_runner(case, x, kernel):
+def _jax_runner(case, x, kernel, device="cpu"):
+    if device != "cpu":
+        return None  # the GPU comparison is against cuDNN, through PyTorch
     try:
         import jax
     except ImportError:
@@ -210,8 +232,13 @@ def sgemm_gflops(n=2048, repeats=5):
 PEERS = {"numbaconv": _numbaconv_runner, "torch": _torch_runner, "jax": _jax_runner}
 
 
-def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.stdout):
+def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.stdout,
+        device="cpu"):
     """Time every case for numbaconv and each available peer; print a table.
+
+    ``device="cuda"`` times the GPU kernels (device-resident input and weights,
+    synchronized after each call) against PyTorch's CUDA convolution (cuDNN,
+    TensorFloat-32 off); JAX and the sgemm ceiling are CPU-only.
 
     Returns
     -------
@@ -221,8 +248,12 @@ def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.
     """
     rng = np.random.default_rng(0)
     libraries = ("numbaconv",) + tuple(peers)
-    ceiling = sgemm_gflops()
-    print(f"sgemm ceiling: {ceiling:.0f} GFLOP/s", file=out)
+    if device == "cpu":
+        ceiling = sgemm_gflops()
+        print(f"sgemm ceiling: {ceiling:.0f} GFLOP/s", file=out)
+    else:
+        ceiling = float("nan")
+        print(f"device: {device}", file=out)
     header = f"{'layer':28s} {'N':>2s} " + " ".join(f"{name:>10s}" for name in libraries)
     header += "".join(f" {'vs ' + p:>9s}" for p in peers)
     print(header + "   (GFLOP/s)", file=out)
@@ -235,7 +266,7 @@ def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.
                 dtype=np.float32) * 0.1
             runners, bursts = {}, {}
             for name in libraries:
-                runner = PEERS[name](case, x, kernel)
+                runner = PEERS[name](case, x, kernel, device)
                 if runner is not None:
                     runner()  # compile / warm up
                     runners[name] = runner
@@ -369,6 +400,8 @@ def main(argv=None):
     parser.add_argument("--peers", nargs="*", default=["torch", "jax"])
     parser.add_argument("--json", help="write the numbers to this file")
     parser.add_argument("--plot", help="save a bar chart to this file (needs matplotlib)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: the GPU kernels against PyTorch's cuDNN")
     parser.add_argument("--compile", action="store_true",
                         help="measure first-call compile seconds instead (fresh processes)")
     args = parser.parse_args(argv)
@@ -376,7 +409,8 @@ def main(argv=None):
     if args.compile:
         result = {"compile": compile_costs(cases)}
     else:
-        result = run(cases, tuple(args.batch), args.repeats, tuple(args.peers))
+        result = run(cases, tuple(args.batch), args.repeats, tuple(args.peers),
+                     device=args.device)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -16,14 +16,24 @@ from dataclasses import replace
 import numpy as np
 
 from . import activations
+from . import cuda as cuda_target
 from .cache import kernel_cache
 from .cpu import layout
 from .cpu.direct import channel_pads, pack_weights
+from .cuda import run as cuda_run
 from .dispatch import prefers_padded_input, select, supports, wants_specialized
 from .spec import ConvSpec
 from .variables import Snapshot, Variable
 
-__all__ = ["conv2d", "as_float_array", "compute_dtypes", "convolve", "plan", "is_fused_relu"]
+__all__ = [
+    "as_float_array",
+    "compute_dtypes",
+    "conv2d",
+    "convolve",
+    "is_fused_relu",
+    "plan",
+    "resolve_device",
+]
 
 
 def as_float_array(value, name):
@@ -271,8 +281,31 @@ class _CallCounter:
 _calls = _CallCounter()
 
 
+def resolve_device(device, inputs):
+    """``"cpu"`` or ``"cuda"``: ``device`` checked, or (``None``) where ``inputs`` live.
+
+    Raises a ``ValueError`` for an unknown device and a ``RuntimeError``
+    naming what is missing when CUDA is asked for and cannot run.
+    """
+    if device not in cuda_target.DEVICES:
+        raise ValueError(f"The `device` argument must be one of {cuda_target.DEVICES}. "
+                         f"Received: device={device!r}")
+    if device is None:
+        device = "cuda" if cuda_target.is_device_array(inputs) else "cpu"
+    if device == "cuda":
+        cuda_target.require()
+    return device
+
+
+def _host_array(value):
+    """A device array's contents on the host; anything else unchanged."""
+    if cuda_target.is_device_array(value):
+        return cuda_target.as_device_array(value).copy_to_host()
+    return value
+
+
 def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1,
-           bias=None, activation=None):
+           bias=None, activation=None, device=None):
     """2-D convolution with Keras ``ops.conv`` semantics, plus fused bias and activation.
 
     Computes ``activation(conv(inputs, kernel) + bias)`` (a cross-correlation,
@@ -300,10 +333,18 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
         Shape ``(filters,)``, added to every output pixel.
     activation : str or callable, optional
         Any name or callable accepted by :func:`numbaconv.activations.get`.
+    device : {None, "cpu", "cuda"}, default None
+        Where to compute.  ``None`` follows ``inputs``: arrays exposing
+        ``__cuda_array_interface__`` (Numba device arrays, CuPy arrays,
+        PyTorch CUDA tensors) run on the GPU, everything else on the CPU.
+        ``"cuda"`` with host inputs copies them over and the result back;
+        ``"cpu"`` with device inputs copies them to the host.
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or numba device array
+        A Numba device array when ``inputs`` is a device array and the
+        computation ran on the GPU; a NumPy array otherwise.
         float32/float64 inputs compute and return in their own precision
         (the wider of inputs and kernel); integer and bool inputs compute in
         float32; float16 computes in float32 and returns float16.
@@ -314,6 +355,9 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
         Inconsistent shapes or arguments, naming the argument.
     TypeError
         Non-numeric arrays.
+    RuntimeError
+        ``device="cuda"`` (or a device array) where CUDA cannot run, naming
+        what is missing.
 
     Examples
     --------
@@ -326,11 +370,16 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
            [6., 9., 9., 9., 6.],
            [4., 6., 6., 6., 4.]], dtype=float32)
     """
-    x = as_float_array(inputs, "inputs")
-    w = as_float_array(kernel, "kernel")
+    target = resolve_device(device, inputs)
+    on_device = cuda_target.is_device_array(inputs)
+    if on_device and target == "cuda" and np.dtype(inputs.dtype) in _DEVICE_DTYPES:
+        x = cuda_target.as_device_array(inputs)  # used in place
+    else:
+        x = as_float_array(_host_array(inputs), "inputs")
+    w = as_float_array(_host_array(kernel), "kernel")
     arrays = [x, w]
     if bias is not None:
-        bias = as_float_array(bias, "bias")
+        bias = as_float_array(_host_array(bias), "bias")
         arrays.append(bias)
     compute_dtype, result_dtype = compute_dtypes(*arrays)
     spec = ConvSpec.from_arguments(x.shape, w.shape, strides, padding, data_format,
@@ -339,5 +388,14 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
         raise ValueError(f"The `bias` argument must have shape (filters,) = ({spec.filters},). "
                          f"Received bias.shape={bias.shape}")
     activation = activations.get(activation)
+    if target == "cuda":
+        out = cuda_run.convolve(spec, x, w, bias, activation)
+        if result_dtype != compute_dtype:  # float16: computed in float32, cast on the host
+            out = cuda_target.require().to_device(out.copy_to_host().astype(result_dtype))
+        return out if on_device else out.copy_to_host()
     out = convolve(spec, x, w, bias, activation, hot=_calls.seen_before(spec))
     return out.astype(result_dtype, copy=False)
+
+
+#: Device arrays of these dtypes are read in place; others go through the host.
+_DEVICE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

@@ -13,10 +13,17 @@ import threading
 import numpy as np
 
 from . import activations, constraints, initializers, regularizers
+from . import cuda as cuda_target
 from ._registry import to_snake_case
-from .functional import as_float_array, conv2d, convolve
-from .spec import (ConvSpec, output_length, standardize_data_format, standardize_padding,
-                   standardize_tuple)
+from .cuda import run as cuda_run
+from .functional import as_float_array, conv2d, convolve, resolve_device
+from .spec import (
+    ConvSpec,
+    output_length,
+    standardize_data_format,
+    standardize_padding,
+    standardize_tuple,
+)
 from .variables import Variable
 
 __all__ = ["Conv2D", "Convolution2D"]
@@ -107,6 +114,12 @@ class Conv2D:
     weights : list of array_like, optional
         Keras 2 / R: initial ``[kernel, bias]`` (or ``[kernel]`` without bias),
         set when the layer is built.
+    device : {None, "cpu", "cuda"}, default None
+        numbaconv's own: where calls compute (see :func:`numbaconv.conv2d`).
+        ``None`` follows the input (device arrays on the GPU).  On the GPU the
+        weights stay resident between calls and are uploaded again only after
+        they change.  Not part of :meth:`get_config` (a Keras config has no
+        such key).
 
     Examples
     --------
@@ -123,7 +136,7 @@ class Conv2D:
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, *, input_shape=None,
                  batch_input_shape=None, batch_size=None, dtype=None, name=None,
-                 trainable=True, weights=None, **kwargs):
+                 trainable=True, weights=None, device=None, **kwargs):
         # Keras writes these into configs only when set; anything else is unknown.
         for key in ("lora_rank", "lora_alpha"):
             if kwargs.get(key) is not None:
@@ -172,6 +185,10 @@ class Conv2D:
         self.activity_regularizer = regularizers.get(activity_regularizer)
         self.kernel_constraint = constraints.get(kernel_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
+        if device not in cuda_target.DEVICES:
+            raise ValueError(f"The `device` argument must be one of {cuda_target.DEVICES}. "
+                             f"Received: device={device!r}")
+        self.device = device
         self._policy = _policy_name(dtype)
         self.name = name if name is not None else _unique_name(to_snake_case(type(self).__name__))
         self._trainable = trainable
@@ -190,9 +207,14 @@ class Conv2D:
             self.build(batch_input_shape)
 
     def __getstate__(self):
-        # Copies and pickles get a lock of their own.
+        # Copies and pickles get a lock of their own, and host copies of
+        # device arrays (the first call's input and output).
         state = self.__dict__.copy()
         state.pop("_weights_lock", None)
+        if state.get("_first_call") is not None:
+            state["_first_call"] = tuple(
+                cuda_target.as_device_array(a).copy_to_host()
+                if cuda_target.is_device_array(a) else a for a in state["_first_call"])
         return state
 
     def __setstate__(self, state):
@@ -373,18 +395,22 @@ class Conv2D:
         return (input_shape[0], self.filters, *sizes)
 
     # ------------------------------------------------------------------- call
-    def _prepare_inputs(self, inputs):
-        """Autocast to the compute dtype, build if needed, check the channel count."""
-        x = as_float_array(inputs, "inputs")
+    def _prepare_inputs(self, inputs, on_device=False):
+        """Autocast to the compute dtype, build if needed, check the channel count.
+
+        With ``on_device``, ``inputs`` is a device array of a float dtype, used as is.
+        """
+        x = inputs if on_device else as_float_array(inputs, "inputs")
+        shape = tuple(x.shape)  # a plain tuple, whatever the array library
         if not self.built:
-            self.build(x.shape)
-        self._check_rank(x.shape)
+            self.build(shape)
+        self._check_rank(shape)
         axis = self._channel_axis()
-        if x.shape[axis] != self._input_channels:
+        if shape[axis] != self._input_channels:
             raise ValueError(f"Input 0 of layer '{self.name}' is incompatible with the layer: "
                              f"expected axis {axis} of input shape to have value "
                              f"{self._input_channels}, but received input with shape "
-                             f"{x.shape}")
+                             f"{shape}")
         return x
 
     def _spec(self, input_shape):
@@ -406,9 +432,20 @@ class Conv2D:
                       data_format=self.data_format, dilation_rate=self.dilation_rate)
 
     def call(self, inputs):
-        """``activation(conv(inputs, kernel) + bias)`` in the compute dtype."""
+        """``activation(conv(inputs, kernel) + bias)`` in the compute dtype.
+
+        On the GPU (``device``, or a device array with ``device=None``) the
+        result is a Numba device array for device inputs, a NumPy array for
+        host ones.
+        """
+        on_device = cuda_target.is_device_array(inputs)
+        custom = type(self).convolution_op is not Conv2D.convolution_op
+        if resolve_device(self.device, inputs) == "cuda" and not custom:
+            return self._call_cuda(inputs, on_device)
+        if on_device:
+            inputs = cuda_target.as_device_array(inputs).copy_to_host()
         x = self._prepare_inputs(inputs)
-        if type(self).convolution_op is not Conv2D.convolution_op:
+        if custom:
             # A subclass changed the convolution: honour it, unfused.
             out = np.asarray(self.convolution_op(x, self.kernel.value))
             if self.use_bias:
@@ -422,6 +459,22 @@ class Conv2D:
             out = convolve(self._spec(x.shape), x, kernel, bias, self.activation, hot=True)
         return np.asarray(out).astype(self.compute_dtype, copy=False)
 
+    def _call_cuda(self, inputs, on_device):
+        if on_device and np.dtype(inputs.dtype) in (np.float32, np.float64):
+            x = self._prepare_inputs(cuda_target.as_device_array(inputs), on_device=True)
+        else:
+            x = self._prepare_inputs(cuda_target.as_device_array(inputs).copy_to_host()
+                                     if on_device else inputs)
+        with self._weights_lock:  # a consistent pair against set_weights()
+            kernel = self._kernel.snapshot()
+            bias = self.bias.snapshot() if self.use_bias else None
+        spec = self._spec(tuple(x.shape))
+        out = cuda_run.convolve(spec, x, kernel, bias, self.activation)
+        if np.dtype(self.compute_dtype) != np.dtype(spec.dtype):  # float16 policies
+            host = out.copy_to_host().astype(self.compute_dtype)
+            return cuda_target.require().to_device(host) if on_device else host
+        return out if on_device else out.copy_to_host()
+
     def __call__(self, inputs, training=None):
         """Build if needed, run :meth:`call`, record activity loss and the first input/output.
 
@@ -431,7 +484,9 @@ class Conv2D:
         outputs = self.call(inputs)
         self._activity_losses = []
         if self.activity_regularizer is not None:
-            loss = self.activity_regularizer(outputs)
+            loss = self.activity_regularizer(
+                cuda_target.as_device_array(outputs).copy_to_host()
+                if cuda_target.is_device_array(outputs) else outputs)
             batch = outputs.shape[0]  # Keras divides by the batch size (0 -> 0)
             self._activity_losses.append(loss / batch if batch else loss * 0)
         if self._first_call is None:

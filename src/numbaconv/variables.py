@@ -28,6 +28,14 @@ class Snapshot:
         self.value = value
         self._derived = {}
 
+    def __getstate__(self):
+        # Derived forms (packed weights, device copies) are rebuilt, not pickled.
+        return {"value": self.value}
+
+    def __setstate__(self, state):
+        self.value = state["value"]
+        self._derived = {}
+
     def derived(self, key, compute):
         """``compute(value)``, memoized for this value."""
         if key not in self._derived:

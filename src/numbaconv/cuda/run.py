@@ -1,0 +1,139 @@
+"""Run a validated convolution on the GPU: choose a kernel, move arrays, launch.
+
+The CUDA counterpart of :func:`numbaconv.functional.convolve`; shapes and
+arguments were checked by the caller (:func:`numbaconv.functional.conv2d` or
+the layer) exactly as for the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import activations
+from ..cache import kernel_cache
+from ..variables import Snapshot
+from . import as_device_array, is_device_array, require
+
+__all__ = ["select", "convolve", "DIRECT_THREADS", "DEPTHWISE_BLOCK"]
+
+#: Threads per block of the direct kernel, and of the depthwise kernel
+#: ``(channels, pixels)``.  Tests shrink them so that small problems span
+#: several blocks.
+DIRECT_THREADS = 256
+DEPTHWISE_BLOCK = (32, 8)
+#: Blocks along one grid axis (the depthwise and direct kernels loop past it).
+MAX_BLOCKS = 65535
+
+
+def select(spec, relu):
+    """``(name, kernel, launch)`` for ``spec`` on CUDA, the kernel compiled once per geometry.
+
+    ``launch(kernel, x, w, b, out)`` runs it; the first applicable of: the
+    shared-memory tiled kernel (one group, input tile within the shared
+    memory budget), the depthwise kernel (one filter per channel), the direct
+    kernel (anything).
+    """
+    from . import kernels  # imports numba.cuda: only once CUDA is known to run
+
+    geometry = (*spec.kernel_size, *spec.strides, *spec.dilation, spec.pads[0][0],
+                spec.pads[1][0])
+    channels_first = spec.data_format == "channels_first"
+    dtype = np.dtype(spec.dtype)
+    zero = dtype.type(0)
+    tile = dict(kernels.TILE)
+    out_h, out_w = spec.output_hw
+    fblocks = -(-spec.filters // tile["TILE_F"])
+    if (spec.groups == 1 and spec.batch * fblocks <= MAX_BLOCKS
+            and kernels.tile_footprint(geometry, dtype.itemsize, tile) <= kernels.SHARED_BYTES):
+        name = "cuda.tiled"
+        build = lambda: kernels.tiled_kernel(  # noqa: E731
+            *geometry, spec.in_channels, channels_first, relu, dtype.type, zero, tile["TILE_H"],
+            tile["TILE_W"], tile["TILE_F"], tile["CHUNK"])
+        extra = tuple(tile.values())
+
+        def launch(kernel, x, w, b, out):
+            grid = (-(-out_w // tile["TILE_W"]), -(-out_h // tile["TILE_H"]),
+                    spec.batch * fblocks)
+            kernel[grid, (tile["TILE_W"], tile["TILE_H"])](x, w, b, out)
+    elif spec.is_depthwise and spec.filters == spec.groups:
+        name = "cuda.depthwise"
+        build = lambda: kernels.depthwise_kernel(  # noqa: E731
+            *geometry, channels_first, relu, dtype.type, zero)
+        block = DEPTHWISE_BLOCK
+        extra = block
+
+        def launch(kernel, x, w, b, out):
+            pixels = spec.batch * out_h * out_w
+            grid = (-(-spec.filters // block[0]), min(MAX_BLOCKS, -(-pixels // block[1])))
+            kernel[grid, block](x, w, b, out)
+    else:
+        name = "cuda.direct"
+        build = lambda: kernels.direct_kernel(  # noqa: E731
+            *geometry, spec.groups, spec.in_channels // spec.groups,
+            spec.filters // spec.groups, channels_first, relu, zero)
+        threads = DIRECT_THREADS
+        extra = (threads,)
+
+        def launch(kernel, x, w, b, out):
+            total = math.prod(spec.output_shape)
+            kernel[min(MAX_BLOCKS, -(-total // threads)), threads](x, w, b, out)
+    key = ("cuda", name, geometry, spec.groups, spec.in_channels, channels_first, bool(relu),
+           dtype.name, extra)
+    return name, kernel_cache.get(key, build), launch
+
+
+def _to_device(cuda, value, dtype):
+    """A C-contiguous device array of ``dtype`` holding ``value`` (host or device)."""
+    if is_device_array(value):
+        value = as_device_array(value)
+        if value.dtype == dtype and value.is_c_contiguous():
+            return value
+        value = value.copy_to_host()
+    return cuda.to_device(np.ascontiguousarray(value, dtype=dtype))
+
+
+def _resident(cuda, value, dtype):
+    """``value`` on the device; a layer's snapshot keeps its copy until the value changes."""
+    if isinstance(value, Snapshot):
+        return value.derived(("cuda", dtype), lambda v: _to_device(cuda, v, dtype))
+    return _to_device(cuda, value, dtype)
+
+
+def convolve(spec, x, kernel, bias, activation):
+    """``activation(conv(x, kernel) + bias)`` on the GPU for a validated ``spec``.
+
+    Parameters
+    ----------
+    spec : ConvSpec
+    x : array
+        A device array (used in place when C-contiguous and of ``spec.dtype``)
+        or a host array (copied over).
+    kernel : numpy.ndarray or Snapshot
+        Keras layout; a layer's snapshot keeps its device copy between calls.
+    bias : numpy.ndarray, Snapshot or None
+    activation : callable
+        The plain ReLU is fused; other activations run on the host.
+
+    Returns
+    -------
+    numba device array
+        In ``spec.dtype`` and ``spec.data_format``.
+    """
+    cuda = require()
+    dtype = np.dtype(spec.dtype)
+    relu = activation is activations.get("relu")
+    x_dev = _to_device(cuda, x, dtype)
+    w_dev = _resident(cuda, kernel, dtype)
+    if bias is None:
+        bias = np.zeros(spec.filters, dtype=dtype)
+    b_dev = _resident(cuda, bias, dtype)
+    out = cuda.device_array(spec.output_shape, dtype=dtype)
+    if math.prod(spec.output_shape):
+        _, compiled, launch = select(spec, relu)
+        launch(compiled, x_dev, w_dev, b_dev, out)
+    if relu or activation is activations.linear:
+        return out
+    host = np.asarray(activation(out.copy_to_host()), dtype=dtype)
+    return cuda.to_device(host)

@@ -1,0 +1,214 @@
+"""CUDA kernels, device selection and weight residency, on Numba's CUDA simulator.
+
+``tests/conftest.py`` turns the simulator on (``NUMBA_ENABLE_CUDASIM=1``)
+unless the environment says otherwise, so these run on any machine; on one
+with a GPU, ``NUMBA_ENABLE_CUDASIM=0 python -m pytest tests/test_cuda.py``
+runs them on the hardware.  The simulator executes about a thousand threads
+a second: shapes are small and the blocks shrunk (fixture ``small_blocks``)
+so that every problem still spans several blocks in every grid dimension.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from reference import reference_conv2d, reference_pads
+
+import numbaconv
+from numbaconv import cuda as cuda_target
+from numbaconv.spec import ConvSpec
+
+numba_cuda = pytest.importorskip("numba.cuda")
+if not cuda_target.available():
+    pytest.skip("CUDA cannot run here (neither a GPU nor the simulator)", allow_module_level=True)
+
+from numbaconv.cuda import kernels, run
+
+F64 = dict(rtol=1e-10, atol=1e-12)
+F32 = dict(rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """Blocks of a few threads, part of the kernel cache key like the real sizes."""
+    monkeypatch.setitem(kernels.TILE, "TILE_H", 2)
+    monkeypatch.setitem(kernels.TILE, "TILE_W", 3)
+    monkeypatch.setitem(kernels.TILE, "TILE_F", 2)
+    monkeypatch.setitem(kernels.TILE, "CHUNK", 2)
+    monkeypatch.setattr(run, "DIRECT_THREADS", 16)
+    monkeypatch.setattr(run, "DEPTHWISE_BLOCK", (2, 4))
+
+
+def _expected(x, kernel, strides, padding, dilation, bias, activation, data_format):
+    xl = x if data_format == "channels_last" else x.transpose(0, 2, 3, 1)
+    pads = reference_pads(padding, xl.shape[1:3], kernel.shape[:2], (strides,) * 2,
+                          (dilation,) * 2)
+    want = reference_conv2d(xl, kernel, (strides,) * 2, pads, (dilation,) * 2) + bias
+    if activation == "relu":
+        want = np.maximum(want, 0)
+    return want if data_format == "channels_last" else want.transpose(0, 3, 1, 2)
+
+
+def _data(shape, kernel_shape, dtype, seed, data_format="channels_last"):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    if data_format == "channels_first":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    kernel = rng.standard_normal(kernel_shape).astype(dtype)
+    bias = rng.standard_normal(kernel_shape[3]).astype(dtype)
+    return x, kernel, bias
+
+
+def _resident_kernel(layer):
+    """The layer's kernel as uploaded to the device (failing if it was not)."""
+    return layer._kernel.snapshot().derived(("cuda", np.dtype(np.float32)),
+                                            lambda value: pytest.fail("kernel not uploaded"))
+
+
+def _kernel_name(x, kernel, strides, padding, dilation, data_format):
+    spec = ConvSpec.from_arguments(x.shape, kernel.shape, strides, padding, data_format,
+                                   dilation, x.dtype.name)
+    return run.select(spec, False)[0]
+
+
+# (channels, filters, groups): dense (tiled kernel), grouped (direct), depthwise.
+GROUPINGS = [(3, 5, 1), (4, 6, 2), (4, 4, 4)]
+GEOMETRIES = [(1, "valid", 1), (1, "same", 1), (2, "same", 1), (1, "same", 2), (2, "valid", 1)]
+
+
+@pytest.mark.parametrize("channels, filters, groups", GROUPINGS)
+@pytest.mark.parametrize("strides, padding, dilation", GEOMETRIES)
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_device_arrays_match_the_reference(channels, filters, groups, strides, padding,
+                                           dilation, data_format):
+    x, kernel, bias = _data((2, 7, 6, channels), (3, 3, channels // groups, filters),
+                            np.float64, seed=channels + 10 * strides + dilation,
+                            data_format=data_format)
+    out = numbaconv.conv2d(numba_cuda.to_device(x), kernel, strides=strides, padding=padding,
+                           dilation_rate=dilation, bias=bias, activation="relu",
+                           data_format=data_format)
+    assert cuda_target.is_device_array(out)  # device in, device out
+    host = out.copy_to_host()
+    want = _expected(x, kernel, strides, padding, dilation, bias, "relu", data_format)
+    assert host.shape == want.shape and host.dtype == np.float64
+    np.testing.assert_allclose(host, want, **F64)
+
+
+def test_the_grid_exercises_every_kernel_over_several_blocks():
+    names = set()
+    for channels, filters, groups in GROUPINGS:
+        x, kernel, _ = _data((2, 7, 6, channels), (3, 3, channels // groups, filters),
+                             np.float64, 0)
+        names.add(_kernel_name(x, kernel, 1, "same", 1, "channels_last"))
+    assert names == {"cuda.tiled", "cuda.depthwise", "cuda.direct"}
+    # 7x6 outputs in 2x3-pixel blocks, 5 filters in 2-filter tiles, 2 images.
+    assert -(-7 // kernels.TILE["TILE_H"]) > 1 and -(-6 // kernels.TILE["TILE_W"]) > 1
+    assert -(-5 // kernels.TILE["TILE_F"]) > 1
+
+
+@pytest.mark.parametrize("channels, filters, groups", GROUPINGS)
+def test_float32_and_no_bias_no_activation(channels, filters, groups):
+    x, kernel, _ = _data((1, 5, 6, channels), (2, 3, channels // groups, filters), np.float32,
+                         3)
+    out = numbaconv.conv2d(numba_cuda.to_device(x), kernel, padding="same").copy_to_host()
+    assert out.dtype == np.float32
+    want = _expected(x.astype(np.float64), kernel.astype(np.float64), 1, "same", 1, 0, None,
+                     "channels_last")
+    np.testing.assert_allclose(out, want, **F32)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_cpu_and_cuda_agree(data_format):
+    x, kernel, bias = _data((2, 6, 5, 4), (3, 3, 4, 3), np.float64, 5, data_format)
+    kwargs = dict(strides=2, padding="same", bias=bias, data_format=data_format)
+    on_gpu = numbaconv.conv2d(x, kernel, device="cuda", **kwargs)
+    on_cpu = numbaconv.conv2d(x, kernel, device="cpu", **kwargs)
+    assert isinstance(on_gpu, np.ndarray)  # host in, host out
+    np.testing.assert_allclose(on_gpu, on_cpu, **F64)
+
+
+def test_device_input_computed_on_the_cpu_when_asked():
+    x, kernel, bias = _data((1, 5, 5, 2), (3, 3, 2, 3), np.float64, 6)
+    out = numbaconv.conv2d(numba_cuda.to_device(x), kernel, bias=bias, device="cpu")
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out, _expected(x, kernel, 1, "valid", 1, bias, None,
+                                              "channels_last"), **F64)
+
+
+def test_other_activations_and_float16_on_the_device():
+    x, kernel, _ = _data((1, 4, 5, 2), (3, 3, 2, 2), np.float32, 7)
+    out = numbaconv.conv2d(numba_cuda.to_device(x), kernel, padding="same",
+                           activation="sigmoid").copy_to_host()
+    want = 1 / (1 + np.exp(-_expected(x.astype(np.float64), kernel.astype(np.float64), 1,
+                                      "same", 1, 0, None, "channels_last")))
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+    half = numbaconv.conv2d(numba_cuda.to_device(x.astype(np.float16)),
+                            kernel.astype(np.float16), padding="same")
+    assert cuda_target.is_device_array(half) and half.dtype == np.float16
+    cpu = numbaconv.conv2d(x.astype(np.float16), kernel.astype(np.float16), padding="same")
+    np.testing.assert_array_equal(half.copy_to_host(), cpu)
+
+
+def test_dense_layers_too_wide_for_shared_memory_use_the_direct_kernel(monkeypatch):
+    x, kernel, bias = _data((1, 9, 9, 2), (3, 3, 2, 3), np.float64, 8)
+    assert _kernel_name(x, kernel, 1, "same", 1, "channels_last") == "cuda.tiled"
+    monkeypatch.setattr(kernels, "SHARED_BYTES", 64)
+    assert _kernel_name(x, kernel, 1, "same", 4, "channels_last") == "cuda.direct"
+    out = numbaconv.conv2d(numba_cuda.to_device(x), kernel, padding="same", dilation_rate=4,
+                           bias=bias)
+    np.testing.assert_allclose(out.copy_to_host(),
+                               _expected(x, kernel, 1, "same", 4, bias, None, "channels_last"),
+                               **F64)
+
+
+def test_bad_device_and_missing_cuda_are_clear_errors(monkeypatch):
+    x = np.zeros((1, 4, 4, 1))
+    kernel = np.zeros((3, 3, 1, 1))
+    with pytest.raises(ValueError, match=r"device.*'gpu'"):
+        numbaconv.conv2d(x, kernel, device="gpu")
+    with pytest.raises(ValueError, match="device"):
+        numbaconv.Conv2D(2, 3, device="tpu")
+    monkeypatch.setattr(cuda_target, "_numba_cuda", lambda: None)
+    with pytest.raises(RuntimeError, match="numba-cuda"):
+        numbaconv.conv2d(x, kernel, device="cuda")
+    assert isinstance(numbaconv.conv2d(x, kernel), np.ndarray)  # host arrays stay on the CPU
+
+
+def test_layer_weights_stay_on_the_device_until_they_change():
+    x, kernel, bias = _data((2, 5, 6, 3), (3, 3, 3, 4), np.float32, 9)
+    layer = numbaconv.Conv2D(4, 3, padding="same", activation="relu", device="cuda")
+    layer.build(x.shape)
+    layer.set_weights([kernel, bias])
+    first = layer(numba_cuda.to_device(x))
+    resident = _resident_kernel(layer)
+    second = layer(x)  # host input: host output, same resident weights
+    assert isinstance(second, np.ndarray)
+    assert _resident_kernel(layer) is resident
+    want = _expected(x.astype(np.float64), kernel.astype(np.float64), 1, "same", 1, bias,
+                     "relu", "channels_last")
+    np.testing.assert_allclose(first.copy_to_host(), want, **F32)
+    np.testing.assert_allclose(second, want, **F32)
+    layer.set_weights([-kernel, bias])
+    third = layer(x)
+    assert _resident_kernel(layer) is not resident
+    np.testing.assert_allclose(third, _expected(x.astype(np.float64), -kernel.astype(np.float64),
+                                                1, "same", 1, bias, "relu", "channels_last"),
+                               **F32)
+    clone = pickle.loads(pickle.dumps(layer))  # device copies are not pickled
+    np.testing.assert_allclose(clone(x), third, **F32)
+
+
+def test_layer_follows_its_input_by_default():
+    x, kernel, bias = _data((1, 5, 5, 2), (3, 3, 2, 2), np.float64, 10, "channels_first")
+    layer = numbaconv.Conv2D(2, 3, data_format="channels_first", dtype="float64",
+                             activity_regularizer="l2")
+    layer.build(x.shape)
+    layer.set_weights([kernel, bias])
+    on_gpu = layer(numba_cuda.to_device(x))
+    assert cuda_target.is_device_array(on_gpu)
+    on_cpu = layer(x)
+    assert isinstance(on_cpu, np.ndarray)
+    np.testing.assert_allclose(on_gpu.copy_to_host(), on_cpu, **F64)
+    assert np.isfinite(layer.losses[0])
