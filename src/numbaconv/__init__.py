@@ -8,7 +8,7 @@
 from . import activations, constraints, initializers, regularizers
 from .cache import clear_kernel_cache, kernel_cache_info
 from .dispatch import get_specialization, set_specialization
-from .functional import conv2d
+from .functional import conv2d, conv2d_backward
 from .layer import Conv2D, Convolution2D
 from .spec import ConvSpec
 from .warmup import warmup
@@ -23,6 +23,7 @@ __all__ = [
     "clear_kernel_cache",
     "constraints",
     "conv2d",
+    "conv2d_backward",
     "get_specialization",
     "initializers",
     "kernel_cache_info",

@@ -13,11 +13,13 @@ import os
 import threading
 from dataclasses import replace
 
+import numba
 import numpy as np
 
 from . import activations
 from . import cuda as cuda_target
 from .cache import kernel_cache
+from .cpu import backward as cpu_backward
 from .cpu import layout
 from .cpu.direct import channel_pads, pack_weights
 from .cuda import run as cuda_run
@@ -372,8 +374,8 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
     """
     target = resolve_device(device, inputs)
     on_device = cuda_target.is_device_array(inputs)
-    if on_device and target == "cuda" and np.dtype(inputs.dtype) in _DEVICE_DTYPES:
-        x = cuda_target.as_device_array(inputs)  # used in place
+    if on_device and target == "cuda" and cuda_target.in_place(inputs):
+        x = cuda_target.as_device_array(inputs)
     else:
         x = as_float_array(_host_array(inputs), "inputs")
     w = as_float_array(_host_array(kernel), "kernel")
@@ -382,7 +384,7 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
         bias = as_float_array(_host_array(bias), "bias")
         arrays.append(bias)
     compute_dtype, result_dtype = compute_dtypes(*arrays)
-    spec = ConvSpec.from_arguments(x.shape, w.shape, strides, padding, data_format,
+    spec = ConvSpec.from_arguments(tuple(x.shape), w.shape, strides, padding, data_format,
                                    dilation_rate, compute_dtype.name)
     if bias is not None and bias.shape != (spec.filters,):
         raise ValueError(f"The `bias` argument must have shape (filters,) = ({spec.filters},). "
@@ -397,5 +399,91 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
     return out.astype(result_dtype, copy=False)
 
 
-#: Device arrays of these dtypes are read in place; others go through the host.
-_DEVICE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+def backward(spec, x, kernel, grad_output):
+    """``(grad_inputs, grad_kernel, grad_bias)`` of the convolution ``spec`` (validated).
+
+    ``x`` and ``grad_output`` are in ``spec.data_format``, ``kernel`` in Keras
+    layout; results in ``spec.dtype``, the input gradient in ``spec.data_format``.
+    See :mod:`numbaconv.cpu.backward` for the loop nests.
+    """
+    dtype = np.dtype(spec.dtype)
+    channels_first = spec.data_format == "channels_first"
+
+    def channels_last(array):
+        array = array.transpose(0, 2, 3, 1) if channels_first else array
+        return np.ascontiguousarray(array, dtype=dtype)
+
+    xl, gy = channels_last(x), channels_last(grad_output)
+    kernel = np.asarray(kernel, dtype=dtype)
+    kh, kw = spec.kernel_size
+    cin = spec.in_channels // spec.groups
+    geometry = (kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0], spec.pads[1][0],
+                spec.groups, cin, spec.filters // spec.groups)
+    grad_x = np.empty(xl.shape, dtype=dtype)
+    grad_kernel = np.zeros((kh, kw, cin, spec.filters), dtype=dtype)
+    if xl.size and gy.size:
+        transposed = np.ascontiguousarray(kernel.transpose(0, 1, 3, 2))
+        cpu_backward.input_gradient(gy, transposed, grad_x, *geometry)
+        partial = np.empty((cpu_backward.task_rows(spec, numba.get_num_threads()),
+                            *grad_kernel.shape), dtype=dtype)
+        cpu_backward.kernel_gradient(xl, gy, partial, *geometry)
+        grad_kernel = partial.sum(axis=0)
+    else:
+        grad_x[...] = 0
+    grad_bias = cpu_backward.bias_gradient(gy)
+    if channels_first:
+        grad_x = np.ascontiguousarray(grad_x.transpose(0, 3, 1, 2))
+    return grad_x, grad_kernel, grad_bias
+
+
+def conv2d_backward(grad_output, inputs, kernel, strides=1, padding="valid", data_format=None,
+                    dilation_rate=1):
+    """Gradients of :func:`conv2d` (before bias and activation) with respect to its operands.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient of the loss with respect to the convolution's output, shaped
+        like that output.
+    inputs, kernel, strides, padding, data_format, dilation_rate
+        As for :func:`conv2d`.
+
+    Returns
+    -------
+    grad_inputs : numpy.ndarray
+        Shaped like ``inputs``.
+    grad_kernel : numpy.ndarray
+        Shaped like ``kernel``.
+    grad_bias : numpy.ndarray
+        ``(filters,)``: what a bias added to the output would receive.
+
+    Raises
+    ------
+    ValueError
+        Inconsistent shapes, naming the argument (``grad_output`` must have the
+        output's shape).
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> x = np.ones((1, 3, 3, 1)); k = np.ones((2, 2, 1, 1))
+    >>> gx, gk, gb = numbaconv.conv2d_backward(np.ones((1, 2, 2, 1)), x, k)
+    >>> gx[0, :, :, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    >>> gk[:, :, 0, 0], gb
+    (array([[4., 4.],
+           [4., 4.]]), array([4.]))
+    """
+    x = as_float_array(_host_array(inputs), "inputs")
+    w = as_float_array(_host_array(kernel), "kernel")
+    gy = as_float_array(_host_array(grad_output), "grad_output")
+    compute_dtype, result_dtype = compute_dtypes(x, w, gy)
+    spec = ConvSpec.from_arguments(x.shape, w.shape, strides, padding, data_format,
+                                   dilation_rate, compute_dtype.name)
+    if gy.shape != spec.output_shape:
+        raise ValueError(f"The `grad_output` argument must have the convolution's output shape "
+                         f"{spec.output_shape}. Received grad_output.shape={gy.shape}")
+    return tuple(g.astype(result_dtype, copy=False) for g in backward(spec, x, w, gy))

@@ -460,7 +460,7 @@ class Conv2D:
         return np.asarray(out).astype(self.compute_dtype, copy=False)
 
     def _call_cuda(self, inputs, on_device):
-        if on_device and np.dtype(inputs.dtype) in (np.float32, np.float64):
+        if on_device and cuda_target.in_place(inputs):
             x = self._prepare_inputs(cuda_target.as_device_array(inputs), on_device=True)
         else:
             x = self._prepare_inputs(cuda_target.as_device_array(inputs).copy_to_host()

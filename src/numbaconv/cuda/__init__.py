@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["available", "require", "is_device_array", "as_device_array", "DEVICES"]
+import numpy as np
+
+__all__ = ["available", "require", "is_device_array", "as_device_array", "in_place",
+           "DEVICES"]
 
 #: Accepted values of the ``device`` arguments.
 DEVICES = (None, "cpu", "cuda")
@@ -73,3 +76,12 @@ def as_device_array(x):
         return x
     cuda = require()
     return cuda.as_cuda_array(x)
+
+
+def in_place(x):
+    """Whether device array ``x`` has a dtype the kernels compute in (float32, float64).
+
+    Others (float16) go through the host; so do non-contiguous arrays (see
+    :func:`numbaconv.cuda.run.convolve`).
+    """
+    return np.dtype(x.dtype) in (np.float32, np.float64)

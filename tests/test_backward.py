@@ -1,0 +1,113 @@
+"""``conv2d_backward`` against central finite differences (float64) and, when installed,
+PyTorch's autograd."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import reference_conv2d, reference_pads
+
+import numbaconv
+
+# (strides, padding, dilation) and (channels, filters, groups) grids.
+GEOMETRIES = [(1, "valid", 1), (1, "same", 1), (2, "same", 1), (2, "valid", 1), (3, "same", 1),
+              (1, "same", 2), (2, "same", 2), (1, ((2, 0), (1, 3)), 1)]
+GROUPINGS = [(3, 4, 1), (4, 6, 2), (4, 4, 4), (3, 6, 3)]
+
+
+def _loss_and_weights(x, kernel, strides, padding, dilation, data_format, seed):
+    """``L(x, kernel) = Σ R · conv(x, kernel)`` (linear: its gradient w.r.t. the output is R)."""
+    xl = x if data_format == "channels_last" else x.transpose(0, 2, 3, 1)
+    pads = reference_pads(padding, xl.shape[1:3], kernel.shape[:2], (strides,) * 2,
+                          (dilation,) * 2)
+    out_shape = reference_conv2d(xl, kernel, (strides,) * 2, pads, (dilation,) * 2).shape
+    weights = np.random.default_rng(seed).standard_normal(out_shape)
+
+    def loss(x_, k_):
+        xl_ = x_ if data_format == "channels_last" else x_.transpose(0, 2, 3, 1)
+        return float(np.sum(weights * reference_conv2d(xl_, k_, (strides,) * 2, pads,
+                                                       (dilation,) * 2)))
+
+    grad_output = weights if data_format == "channels_last" else weights.transpose(0, 3, 1, 2)
+    return loss, np.ascontiguousarray(grad_output)
+
+
+def _finite_differences(f, array, eps=1e-5):
+    grad = np.zeros_like(array)
+    flat, out = array.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        keep = flat[i]
+        flat[i] = keep + eps
+        up = f()
+        flat[i] = keep - eps
+        down = f()
+        flat[i] = keep
+        out[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def _relative_error(got, want):
+    return np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)
+
+
+@pytest.mark.parametrize("strides, padding, dilation", GEOMETRIES)
+@pytest.mark.parametrize("channels, filters, groups", GROUPINGS)
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_gradients_match_finite_differences(strides, padding, dilation, channels, filters,
+                                            groups, data_format):
+    rng = np.random.default_rng(channels * 7 + strides * 3 + dilation)
+    x = rng.standard_normal((2, 6, 7, channels))
+    if data_format == "channels_first":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    kernel = rng.standard_normal((3, 2, channels // groups, filters))
+    loss, grad_output = _loss_and_weights(x, kernel, strides, padding, dilation, data_format,
+                                          seed=groups)
+    gx, gk, gb = numbaconv.conv2d_backward(grad_output, x, kernel, strides=strides,
+                                           padding=padding, data_format=data_format,
+                                           dilation_rate=dilation)
+    assert gx.shape == x.shape and gk.shape == kernel.shape and gb.shape == (filters,)
+    assert _relative_error(gx, _finite_differences(lambda: loss(x, kernel), x)) < 1e-6
+    assert _relative_error(gk, _finite_differences(lambda: loss(x, kernel), kernel)) < 1e-6
+    axes = (0, 1, 2) if data_format == "channels_last" else (0, 2, 3)
+    np.testing.assert_allclose(gb, grad_output.sum(axis=axes), rtol=1e-12)
+
+
+def test_float32_and_shapes_checked():
+    x = np.random.default_rng(0).standard_normal((1, 5, 5, 2)).astype(np.float32)
+    kernel = np.ones((3, 3, 2, 3), np.float32)
+    gx, gk, gb = numbaconv.conv2d_backward(np.ones((1, 3, 3, 3), np.float32), x, kernel)
+    assert gx.dtype == gk.dtype == gb.dtype == np.float32
+    with pytest.raises(ValueError, match=r"grad_output.*\(1, 3, 3, 3\).*\(1, 3, 3, 2\)"):
+        numbaconv.conv2d_backward(np.ones((1, 3, 3, 2)), x, kernel)
+
+
+def test_empty_batch_has_zero_kernel_gradient():
+    gx, gk, gb = numbaconv.conv2d_backward(np.ones((0, 3, 3, 2)), np.ones((0, 5, 5, 1)),
+                                           np.ones((3, 3, 1, 2)))
+    assert gx.shape == (0, 5, 5, 1) and not gk.any() and not gb.any()
+
+
+@pytest.mark.parametrize("groups, data_format", [(1, "channels_last"), (2, "channels_first"),
+                                                 (4, "channels_last")])
+def test_matches_torch_autograd(groups, data_format):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(groups)
+    x = rng.standard_normal((2, 9, 8, 4))
+    kernel = rng.standard_normal((3, 3, 4 // groups, 8))
+    grad_output = rng.standard_normal((2, 5, 4, 8))  # stride 2, "same": ceil(9/2), ceil(8/2)
+    pads = reference_pads("same", (9, 8), (3, 3), (2, 2), (1, 1))
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    wt = torch.tensor(kernel.transpose(3, 2, 0, 1), requires_grad=True)
+    padded = torch.nn.functional.pad(xt, (*pads[1], *pads[0]))
+    yt = torch.nn.functional.conv2d(padded, wt, stride=2, groups=groups)
+    yt.backward(torch.tensor(grad_output.transpose(0, 3, 1, 2)))
+    if data_format == "channels_first":
+        x, grad_output = x.transpose(0, 3, 1, 2), grad_output.transpose(0, 3, 1, 2)
+    gx, gk, _ = numbaconv.conv2d_backward(grad_output, x, kernel, strides=2, padding="same",
+                                          data_format=data_format)
+    want_x = xt.grad.numpy()
+    if data_format == "channels_last":
+        want_x = want_x.transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(gx, want_x, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gk, wt.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-10,
+                               atol=1e-10)
