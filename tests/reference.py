@@ -154,3 +154,23 @@ def reference_conv2d_naive(x, kernel, strides=(1, 1), pads=((0, 0), (0, 0)), dil
                                     s += x[b, r, col, g * cin_g + ci] * kernel[i, j, ci, f]
                     out[b, a, q, f] = s
     return out
+
+
+def finite_differences(f, array, eps=1e-6):
+    """Central differences of the scalar ``f()`` with respect to ``array`` (perturbed in place)."""
+    grad = np.zeros_like(array)
+    flat, out = array.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        keep = flat[i]
+        flat[i] = keep + eps
+        up = f()
+        flat[i] = keep - eps
+        down = f()
+        flat[i] = keep
+        out[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def relative_error(got, want):
+    """Largest absolute difference relative to the largest magnitude of ``want``."""
+    return np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import reference_conv2d, reference_pads
+from reference import (
+    finite_differences,
+    reference_conv2d,
+    reference_pads,
+    relative_error,
+)
 
 import numbaconv
 
@@ -32,28 +37,10 @@ def _loss_and_weights(x, kernel, strides, padding, dilation, data_format, seed):
     return loss, np.ascontiguousarray(grad_output)
 
 
-def _finite_differences(f, array, eps=1e-5):
-    grad = np.zeros_like(array)
-    flat, out = array.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        keep = flat[i]
-        flat[i] = keep + eps
-        up = f()
-        flat[i] = keep - eps
-        down = f()
-        flat[i] = keep
-        out[i] = (up - down) / (2 * eps)
-    return grad
-
-
-def _relative_error(got, want):
-    return np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)
-
-
 @pytest.mark.parametrize("strides, padding, dilation", GEOMETRIES)
 @pytest.mark.parametrize("channels, filters, groups", GROUPINGS)
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_gradients_match_finite_differences(strides, padding, dilation, channels, filters,
+def test_gradients_matchfinite_differences(strides, padding, dilation, channels, filters,
                                             groups, data_format):
     rng = np.random.default_rng(channels * 7 + strides * 3 + dilation)
     x = rng.standard_normal((2, 6, 7, channels))
@@ -66,8 +53,8 @@ def test_gradients_match_finite_differences(strides, padding, dilation, channels
                                            padding=padding, data_format=data_format,
                                            dilation_rate=dilation)
     assert gx.shape == x.shape and gk.shape == kernel.shape and gb.shape == (filters,)
-    assert _relative_error(gx, _finite_differences(lambda: loss(x, kernel), x)) < 1e-6
-    assert _relative_error(gk, _finite_differences(lambda: loss(x, kernel), kernel)) < 1e-6
+    assert relative_error(gx, finite_differences(lambda: loss(x, kernel), x)) < 1e-6
+    assert relative_error(gk, finite_differences(lambda: loss(x, kernel), kernel)) < 1e-6
     axes = (0, 1, 2) if data_format == "channels_last" else (0, 2, 3)
     np.testing.assert_allclose(gb, grad_output.sum(axis=axes), rtol=1e-12)
 

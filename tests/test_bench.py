@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 
 import numpy as np
 import pytest
+from reference import reference_conv2d, reference_pads
 
 from numbaconv import bench
 from numbaconv.spec import ConvSpec
-from reference import reference_conv2d, reference_pads
 
 
 @pytest.mark.parametrize("case", bench.SUITE, ids=lambda case: case.name)
@@ -86,3 +87,16 @@ def test_run_on_the_cuda_target():
                        out=text, device="cuda")
     assert "device: cuda" in text.getvalue()
     assert result["rows"][0]["gflops"]["numbaconv"] > 0
+
+
+def test_run_backward_times_the_gradients(monkeypatch):
+    monkeypatch.setattr(bench, "sgemm_gflops", lambda: 100.0)
+    peers = ("torch",) if importlib.util.find_spec("torch") else ()
+    text = io.StringIO()
+    result = bench.run((bench.Case("tiny", 6, 4, 4, 3, strides=2),
+                        bench.Case("tiny g", 6, 4, 4, 3, groups=2,
+                                   data_format="channels_first")),
+                       batches=(2,), repeats=1, peers=peers, out=text, backward=True)
+    for row in result["rows"]:
+        assert all(value > 0 for value in row["gflops"].values())
+        assert set(row["gflops"]) == {"numbaconv", *peers}

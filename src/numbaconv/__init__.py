@@ -5,20 +5,22 @@
 (4, 8, 8, 32)
 """
 
-from . import activations, constraints, initializers, regularizers
+from . import activations, constraints, initializers, regularizers, training
 from .cache import clear_kernel_cache, kernel_cache_info
 from .dispatch import get_specialization, set_specialization
 from .functional import conv2d, conv2d_backward
 from .layer import Conv2D, Convolution2D
 from .spec import ConvSpec
+from .training import Sequential
 from .warmup import warmup
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Conv2D",
-    "Convolution2D",
     "ConvSpec",
+    "Convolution2D",
+    "Sequential",
     "activations",
     "clear_kernel_cache",
     "constraints",
@@ -29,5 +31,6 @@ __all__ = [
     "kernel_cache_info",
     "regularizers",
     "set_specialization",
+    "training",
     "warmup",
 ]

@@ -30,7 +30,7 @@ __all__ = [
     "log_sigmoid", "log_softmax", "mish", "relu", "relu6", "selu", "sigmoid",
     "silu", "soft_shrink", "softmax", "softplus", "softsign", "sparse_plus",
     "sparse_sigmoid", "sparsemax", "squareplus", "swish", "tanh", "tanh_shrink",
-    "threshold", "get", "serialize", "deserialize",
+    "threshold", "get", "gradient", "serialize", "deserialize",
 ]
 
 # SELU constants (Klambauer et al., 2017), same digits as Keras/JAX.
@@ -696,6 +696,55 @@ for _fn in (relu, leaky_relu, relu6, softmax, celu, elu, selu, softplus,
     _REGISTRY.add(_fn)
 _REGISTRY.add(silu, "swish")
 _REGISTRY.add(hard_silu, "hard_swish")
+
+
+def _sigmoid_of(z):
+    return sigmoid(z)
+
+
+#: ``d activation(z) / dz`` as functions of the pre-activation ``z`` and the
+#: output ``y = activation(z)`` (elementwise activations, default arguments).
+_DERIVATIVES = {
+    linear: lambda z, y: np.ones_like(z),
+    relu: lambda z, y: (z > 0).astype(z.dtype),
+    leaky_relu: lambda z, y: np.where(z > 0, 1.0, 0.2).astype(z.dtype),
+    relu6: lambda z, y: ((z > 0) & (z < 6)).astype(z.dtype),
+    elu: lambda z, y: np.where(z > 0, 1.0, y + 1.0).astype(z.dtype),
+    selu: lambda z, y: np.where(z > 0, _SELU_SCALE, y + _SELU_SCALE * _SELU_ALPHA).astype(
+        z.dtype),
+    tanh: lambda z, y: 1 - y * y,
+    sigmoid: lambda z, y: y * (1 - y),
+    softplus: lambda z, y: _sigmoid_of(z),
+    softsign: lambda z, y: 1 / np.square(1 + np.abs(z)),
+    silu: lambda z, y: _sigmoid_of(z) * (1 + z * (1 - _sigmoid_of(z))),
+    exponential: lambda z, y: y,
+    hard_sigmoid: lambda z, y: ((z > -3) & (z < 3)).astype(z.dtype) / 6,
+}
+
+
+def gradient(activation, z, y, grad):
+    """``d loss / dz`` for ``y = activation(z)`` given ``grad = d loss / dy``.
+
+    Covers the elementwise activations of :data:`_DERIVATIVES` (with their
+    default arguments, as the layer uses them) and ``softmax`` /
+    ``log_softmax`` along the last axis.
+
+    Raises
+    ------
+    NotImplementedError
+        For other activations, naming them.
+    """
+    if activation is softmax:
+        return y * (grad - np.sum(grad * y, axis=-1, keepdims=True))
+    if activation is log_softmax:
+        return grad - np.exp(y) * np.sum(grad, axis=-1, keepdims=True)
+    derivative = _DERIVATIVES.get(activation)
+    if derivative is None:
+        name = getattr(activation, "__name__", repr(activation))
+        raise NotImplementedError(
+            f"The derivative of activation {name!r} is not implemented; supported: "
+            f"{sorted(f.__name__ for f in _DERIVATIVES)} and softmax, log_softmax")
+    return grad * derivative(z, y)
 
 
 def get(identifier):

@@ -138,6 +138,47 @@ def _torch_runner(case, x, kernel, device="cpu"):
     return min(runners, key=lambda fn: median_time(fn, 3))
 
 
+def _numbaconv_backward_runner(case, x, kernel, device="cpu"):
+    if device != "cpu":
+        return None
+    from .functional import conv2d, conv2d_backward
+    kwargs = dict(strides=case.strides, padding="same", dilation_rate=case.dilation,
+                  data_format=case.data_format)
+    grad_output = np.ones_like(conv2d(x, kernel, **kwargs))
+    return lambda: conv2d_backward(grad_output, x, kernel, **kwargs)
+
+
+def _torch_backward_runner(case, x, kernel, device="cpu"):
+    """PyTorch's convolution backward alone (input and weight gradients), as autograd runs it."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if device != "cpu":
+        return None
+    xt = torch.from_numpy(np.ascontiguousarray(
+        x if case.data_format == "channels_first" else x.transpose(0, 3, 1, 2)))
+    (top, bottom), (left, right) = [_same(case.size, case.kernel, case.strides,
+                                          case.dilation)] * 2
+    xt = torch.nn.functional.pad(xt, (left, right, top, bottom))  # as the forward ran
+    wt = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+    stride, dilation = [case.strides] * 2, [case.dilation] * 2
+    with torch.no_grad():
+        grad = torch.ones_like(torch.nn.functional.conv2d(xt, wt, stride=stride,
+                                                          dilation=dilation,
+                                                          groups=case.groups))
+    runners = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        xm, wm, gm = (t.contiguous(memory_format=memory_format) for t in (xt, wt, grad))
+
+        def run(xm=xm, wm=wm, gm=gm):
+            return torch.ops.aten.convolution_backward(
+                gm, xm, wm, None, stride, [0, 0], dilation, False, [0, 0], case.groups,
+                [True, True, False])
+        runners.append(run)
+    return min(runners, key=lambda fn: median_time(fn, 3))
+
+
 def _jax_runner(case, x, kernel, device="cpu"):
     if device != "cpu":
         return None  # the GPU comparison is against cuDNN, through PyTorch
@@ -230,15 +271,21 @@ def sgemm_gflops(n=2048, repeats=5):
 
 
 PEERS = {"numbaconv": _numbaconv_runner, "torch": _torch_runner, "jax": _jax_runner}
+#: ``--backward``: input and kernel gradients (JAX is not timed there).
+BACKWARD_PEERS = {"numbaconv": _numbaconv_backward_runner, "torch": _torch_backward_runner,
+                  "jax": lambda *args: None}
 
 
 def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.stdout,
-        device="cpu"):
+        device="cpu", backward=False):
     """Time every case for numbaconv and each available peer; print a table.
 
     ``device="cuda"`` times the GPU kernels (device-resident input and weights,
     synchronized after each call) against PyTorch's CUDA convolution (cuDNN,
     TensorFloat-32 off); JAX and the sgemm ceiling are CPU-only.
+    ``backward=True`` times the input and kernel gradients instead
+    (:func:`numbaconv.conv2d_backward` against PyTorch's convolution backward),
+    with FLOPs counted as twice the forward's.
 
     Returns
     -------
@@ -266,7 +313,7 @@ def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.
                 dtype=np.float32) * 0.1
             runners, bursts = {}, {}
             for name in libraries:
-                runner = PEERS[name](case, x, kernel, device)
+                runner = (BACKWARD_PEERS if backward else PEERS)[name](case, x, kernel, device)
                 if runner is not None:
                     runner()  # compile / warm up
                     runners[name] = runner
@@ -275,7 +322,7 @@ def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.
             for _ in range(repeats):  # interleaved rounds
                 for name, runner in runners.items():
                     times[name].append(_steady_time(runner, bursts[name]))
-            flops = case.flops(batch)
+            flops = case.flops(batch) * (2 if backward else 1)
             gflops = {name: flops / float(np.median(t)) / 1e9 for name, t in times.items()}
             row = {"case": asdict(case), "batch": batch, "gflops": gflops,
                    "numbaconv_gbs": case.bytes_moved(batch) / float(
@@ -402,6 +449,8 @@ def main(argv=None):
     parser.add_argument("--plot", help="save a bar chart to this file (needs matplotlib)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cuda: the GPU kernels against PyTorch's cuDNN")
+    parser.add_argument("--backward", action="store_true",
+                        help="time input and kernel gradients instead of the forward")
     parser.add_argument("--compile", action="store_true",
                         help="measure first-call compile seconds instead (fresh processes)")
     args = parser.parse_args(argv)
@@ -410,7 +459,7 @@ def main(argv=None):
         result = {"compile": compile_costs(cases)}
     else:
         result = run(cases, tuple(args.batch), args.repeats, tuple(args.peers),
-                     device=args.device)
+                     device=args.device, backward=args.backward)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

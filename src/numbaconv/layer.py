@@ -17,6 +17,7 @@ from . import cuda as cuda_target
 from ._registry import to_snake_case
 from .cuda import run as cuda_run
 from .functional import as_float_array, conv2d, convolve, resolve_device
+from .functional import backward as functional_backward
 from .spec import (
     ConvSpec,
     output_length,
@@ -69,6 +70,16 @@ def _unique_name(base):
         count = _name_counts.get(base, 0)
         _name_counts[base] = count + 1
     return base if count == 0 else f"{base}_{count}"
+
+
+def _penalty_gradient(regularizer, value):
+    """``d regularizer(value) / d value`` (zero without a regularizer)."""
+    if regularizer is None:
+        return np.zeros_like(value)
+    if not hasattr(regularizer, "gradient"):
+        raise NotImplementedError(f"{type(regularizer).__name__} has no gradient(): it cannot "
+                                  "be trained here")
+    return np.asarray(regularizer.gradient(value), dtype=value.dtype)
 
 
 class Conv2D:
@@ -199,6 +210,9 @@ class Conv2D:
         self._initial_weights = weights
         self._activity_losses = []
         self._first_call = None
+        self._tape = None  # what backward() needs, from the last training call
+        #: Gradients of the loss w.r.t. ``trainable_weights``, set by :meth:`backward`.
+        self.grads = []
         self._specs = {}
         self._weights_lock = threading.Lock()
         if batch_input_shape is None and input_shape is not None:
@@ -475,13 +489,80 @@ class Conv2D:
             return cuda_target.require().to_device(host) if on_device else host
         return out if on_device else out.copy_to_host()
 
+    def _train_forward(self, inputs):
+        """:meth:`call` on the CPU, keeping what :meth:`backward` needs."""
+        if type(self).convolution_op is not Conv2D.convolution_op:
+            raise NotImplementedError(f"{type(self).__name__} overrides convolution_op: its "
+                                      "gradient is unknown, so it cannot be trained here")
+        if cuda_target.is_device_array(inputs):
+            inputs = cuda_target.as_device_array(inputs).copy_to_host()
+        x = self._prepare_inputs(inputs)
+        with self._weights_lock:
+            kernel = self._kernel.snapshot()
+            bias = self.bias.value if self.use_bias else None
+        spec = self._spec(x.shape)
+        z = convolve(spec, x, kernel, bias, activations.linear, hot=True)
+        y = np.asarray(self.activation(z), dtype=z.dtype)
+        self._tape = (spec, np.asarray(x, dtype=spec.dtype), kernel.value, bias, z, y)
+        return y.astype(self.compute_dtype, copy=False)
+
+    def backward(self, grad_output):
+        """Back-propagate through the last ``layer(x, training=True)`` call.
+
+        Sets :attr:`grads` to the gradients of the loss with respect to
+        :attr:`trainable_weights` (kernel, bias), in that order: from the
+        convolution, through the activation's derivative, plus the kernel and
+        bias regularizers' gradients; the activity regularizer's gradient
+        (divided by the batch size, as its loss is) is added to
+        ``grad_output``.  A non-trainable layer sets ``grads = []``.
+
+        Parameters
+        ----------
+        grad_output : array_like
+            ``d loss / d output``, shaped like the output of that call.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``d loss / d inputs``, shaped like the inputs of that call.
+
+        Raises
+        ------
+        RuntimeError
+            Without a previous call with ``training=True``.
+        NotImplementedError
+            For an activation or regularizer without a known derivative.
+        """
+        if self._tape is None:
+            raise RuntimeError(f"{self.name}.backward() needs a call with training=True first")
+        spec, x, kernel, bias, z, y = self._tape
+        grad = as_float_array(grad_output, "grad_output")
+        if grad.shape != y.shape:
+            raise ValueError(f"The `grad_output` argument must have the output's shape "
+                             f"{y.shape}. Received grad_output.shape={grad.shape}")
+        grad = grad.astype(y.dtype, copy=False)
+        if self.activity_regularizer is not None and y.shape[0]:
+            grad = grad + _penalty_gradient(self.activity_regularizer, y) / y.shape[0]
+        grad_z = activations.gradient(self.activation, z, y, grad)
+        grad_x, grad_kernel, grad_bias = functional_backward(spec, x, kernel, grad_z)
+        self.grads = []
+        if self.trainable:
+            dtype = np.dtype(self.variable_dtype)
+            self.grads.append((grad_kernel + _penalty_gradient(self.kernel_regularizer, kernel))
+                              .astype(dtype))
+            if self.use_bias:
+                self.grads.append((grad_bias + _penalty_gradient(self.bias_regularizer, bias))
+                                  .astype(dtype))
+        return grad_x.astype(self.compute_dtype, copy=False)
+
     def __call__(self, inputs, training=None):
         """Build if needed, run :meth:`call`, record activity loss and the first input/output.
 
-        ``training`` is accepted for Keras compatibility; Conv2D behaves the
-        same either way.
+        ``training=True`` computes on the CPU and keeps the input and the
+        pre-activation output for :meth:`backward`; otherwise the layer
+        behaves the same either way.
         """
-        outputs = self.call(inputs)
+        outputs = self._train_forward(inputs) if training else self.call(inputs)
         self._activity_losses = []
         if self.activity_regularizer is not None:
             loss = self.activity_regularizer(
