@@ -423,8 +423,9 @@ def backward(spec, x, kernel, grad_output):
     grad_x = np.empty(xl.shape, dtype=dtype)
     grad_kernel = np.zeros((kh, kw, cin, spec.filters), dtype=dtype)
     if xl.size and gy.size:
-        transposed = np.ascontiguousarray(kernel.transpose(0, 1, 3, 2))
-        cpu_backward.input_gradient(gy, transposed, grad_x, *geometry)
+        if not _input_gradient_by_convolution(spec, gy, kernel, grad_x):
+            transposed = np.ascontiguousarray(kernel.transpose(0, 1, 3, 2))
+            cpu_backward.input_gradient(gy, transposed, grad_x, *geometry)
         partial = np.empty((cpu_backward.task_rows(spec, numba.get_num_threads()),
                             *grad_kernel.shape), dtype=dtype)
         cpu_backward.kernel_gradient(xl, gy, partial, *geometry)
@@ -435,6 +436,37 @@ def backward(spec, x, kernel, grad_output):
     if channels_first:
         grad_x = np.ascontiguousarray(grad_x.transpose(0, 3, 1, 2))
     return grad_x, grad_kernel, grad_bias
+
+
+def _input_gradient_by_convolution(spec, gy, kernel, grad_x):
+    """The input gradient of a stride-1 ``spec`` as a forward convolution, into ``grad_x``.
+
+    With stride 1 the transposed convolution is itself a convolution: of the
+    output gradient, zero-padded by the kernel extent minus the forward
+    padding ("full" padding for "valid"), with the kernel flipped in space and
+    its channel axes swapped within each group.  So it runs on the fast,
+    specialized forward kernels.  Returns False (nothing written) for strided
+    layers and for explicit padding wider than the kernel extent, which the
+    generic nest of :mod:`numbaconv.cpu.backward` computes.
+    """
+    if spec.strides != (1, 1):
+        return False
+    kh, kw = spec.kernel_size
+    dh, dw = spec.dilation
+    (top, bottom), (left, right) = spec.pads
+    pads = (((kh - 1) * dh - top, (kh - 1) * dh - bottom),
+            ((kw - 1) * dw - left, (kw - 1) * dw - right))
+    if min(min(p) for p in pads) < 0:
+        return False
+    groups, cin = spec.groups, spec.in_channels // spec.groups
+    cout = spec.filters // groups
+    flipped = kernel[::-1, ::-1].reshape(kh, kw, cin, groups, cout)
+    swapped = np.ascontiguousarray(flipped.transpose(0, 1, 4, 3, 2).reshape(
+        kh, kw, cout, groups * cin))
+    gradient_spec = ConvSpec.from_arguments(gy.shape, swapped.shape, 1, pads, "channels_last",
+                                            spec.dilation, spec.dtype)
+    grad_x[...] = convolve(gradient_spec, gy, swapped, None, activations.linear, hot=True)
+    return True
 
 
 def conv2d_backward(grad_output, inputs, kernel, strides=1, padding="valid", data_format=None,

@@ -58,6 +58,10 @@ def input_gradient(gy, wt, gx, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT):
                     ow = left // SW
                     if ow >= OW:
                         continue
+                    if CIN == 1 and COUT == 1:  # depthwise: vectorized along channels
+                        for ch in range(G):
+                            gx[n, ih, iw, ch] += gy[n, oh, ow, ch] * wt[ki, kj, ch, 0]
+                        continue
                     for g in range(G):
                         for o in range(COUT):
                             f = g * COUT + o
@@ -94,6 +98,11 @@ def kernel_gradient(x, gy, partial, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT
                 kj_lo, kj_hi = _valid_range(KW, W, DW, iw0)
                 for ki in range(ki_lo, ki_hi):
                     for kj in range(kj_lo, kj_hi):
+                        if CIN == 1 and COUT == 1:  # depthwise: vectorized along channels
+                            for ch in range(G):
+                                acc[ki, kj, 0, ch] += (x[n, ih0 + ki * DH, iw0 + kj * DW, ch]
+                                                       * gy[n, oh, ow, ch])
+                            continue
                         for g in range(G):
                             for c in range(CIN):
                                 value = x[n, ih0 + ki * DH, iw0 + kj * DW, g * CIN + c]
