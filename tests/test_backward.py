@@ -98,3 +98,26 @@ def test_matches_torch_autograd(groups, data_format):
     np.testing.assert_allclose(gx, want_x, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gk, wt.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-10,
                                atol=1e-10)
+
+
+@pytest.mark.parametrize("strides, dilation, padding", [(1, 1, "same"), (2, 1, "same"),
+                                                        (1, 2, "valid")])
+def test_dense_kernel_gradient_against_sums_per_tap(strides, dilation, padding):
+    # Many channels and filters (70), strides or dilation: against NumPy sums per tap.
+    rng = np.random.default_rng(strides + dilation)
+    x = rng.standard_normal((2, 9, 8, 9))
+    kernel = rng.standard_normal((3, 2, 9, 70))
+    pads = reference_pads(padding, (9, 8), (3, 2), (strides,) * 2, (dilation,) * 2)
+    out = reference_conv2d(x, kernel, (strides,) * 2, pads, (dilation,) * 2)
+    grad_output = rng.standard_normal(out.shape)
+    _, gk, _ = numbaconv.conv2d_backward(grad_output, x, kernel, strides=strides,
+                                         padding=padding, dilation_rate=dilation)
+    padded = np.pad(x, ((0, 0), *pads, (0, 0)))
+    oh, ow = out.shape[1:3]
+    want = np.empty_like(kernel)
+    for ki in range(3):
+        for kj in range(2):
+            window = padded[:, ki * dilation:ki * dilation + (oh - 1) * strides + 1:strides,
+                            kj * dilation:kj * dilation + (ow - 1) * strides + 1:strides]
+            want[ki, kj] = np.einsum("nhwc,nhwf->cf", window, grad_output)
+    np.testing.assert_allclose(gk, want, rtol=1e-10, atol=1e-10)
