@@ -121,3 +121,36 @@ def test_dense_kernel_gradient_against_sums_per_tap(strides, dilation, padding):
                             kj * dilation:kj * dilation + (ow - 1) * strides + 1:strides]
             want[ki, kj] = np.einsum("nhwc,nhwf->cf", window, grad_output)
     np.testing.assert_allclose(gk, want, rtol=1e-10, atol=1e-10)
+
+
+def test_random_geometries_match_torch_autograd():
+    # Phases of strided input gradients (taps reaching some phases, none others),
+    # tiny images, kernels wider than the image with "same" padding, groups.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(42)
+    for _ in range(60):
+        stride = int(rng.integers(1, 4))
+        dilation = 1 if stride > 1 else int(rng.integers(1, 3))
+        kernel_size = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+        padding = "same" if rng.random() < 0.6 else "valid"
+        groups = int(rng.choice([1, 2]))
+        size = (int(rng.integers(1, 9)), int(rng.integers(1, 9)))
+        extent = [(k - 1) * dilation + 1 for k in kernel_size]
+        if padding == "valid" and (size[0] < extent[0] or size[1] < extent[1]):
+            continue
+        x = rng.standard_normal((2, *size, 2 * groups))
+        kernel = rng.standard_normal((*kernel_size, 2, 3 * groups))
+        pads = reference_pads(padding, size, kernel_size, (stride,) * 2, (dilation,) * 2)
+        xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+        wt = torch.tensor(kernel.transpose(3, 2, 0, 1), requires_grad=True)
+        yt = torch.nn.functional.conv2d(torch.nn.functional.pad(xt, (*pads[1], *pads[0])), wt,
+                                        stride=stride, dilation=dilation, groups=groups)
+        grad_output = rng.standard_normal(tuple(yt.shape))
+        yt.backward(torch.tensor(grad_output))
+        gx, gk, _ = numbaconv.conv2d_backward(grad_output.transpose(0, 2, 3, 1), x, kernel,
+                                              strides=stride, padding=padding,
+                                              dilation_rate=dilation)
+        np.testing.assert_allclose(gx, xt.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-10,
+                                   atol=1e-10)
+        np.testing.assert_allclose(gk, wt.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-10,
+                                   atol=1e-10)
