@@ -82,7 +82,9 @@ def kernel_gradient(x, gy, partial, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT
     T = partial.shape[0]
     zero = partial.dtype.type(0)
     for t in prange(T):
-        acc = partial[t]
+        # Local sums (not a view of ``partial``): LLVM then knows the input
+        # loads cannot alias them.
+        acc = np.empty((KH, KW, CIN, G * COUT), dtype=partial.dtype)
         for ki in range(KH):
             for kj in range(KW):
                 for c in range(CIN):
@@ -109,6 +111,7 @@ def kernel_gradient(x, gy, partial, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT
                                 for o in range(COUT):
                                     f = g * COUT + o
                                     acc[ki, kj, c, f] += value * gy[n, oh, ow, f]
+        partial[t] = acc
 
 
 def task_rows(spec, threads):
