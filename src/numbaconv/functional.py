@@ -299,13 +299,6 @@ def resolve_device(device, inputs):
     return device
 
 
-def _host_array(value):
-    """A device array's contents on the host; anything else unchanged."""
-    if cuda_target.is_device_array(value):
-        return cuda_target.as_device_array(value).copy_to_host()
-    return value
-
-
 def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1,
            bias=None, activation=None, device=None):
     """2-D convolution with Keras ``ops.conv`` semantics, plus fused bias and activation.
@@ -377,11 +370,11 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
     if on_device and target == "cuda" and cuda_target.in_place(inputs):
         x = cuda_target.as_device_array(inputs)
     else:
-        x = as_float_array(_host_array(inputs), "inputs")
-    w = as_float_array(_host_array(kernel), "kernel")
+        x = as_float_array(cuda_target.to_host(inputs), "inputs")
+    w = as_float_array(cuda_target.to_host(kernel), "kernel")
     arrays = [x, w]
     if bias is not None:
-        bias = as_float_array(_host_array(bias), "bias")
+        bias = as_float_array(cuda_target.to_host(bias), "bias")
         arrays.append(bias)
     compute_dtype, result_dtype = compute_dtypes(*arrays)
     spec = ConvSpec.from_arguments(tuple(x.shape), w.shape, strides, padding, data_format,
@@ -392,9 +385,7 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
     activation = activations.get(activation)
     if target == "cuda":
         out = cuda_run.convolve(spec, x, w, bias, activation)
-        if result_dtype != compute_dtype:  # float16: computed in float32, cast on the host
-            out = cuda_target.require().to_device(out.copy_to_host().astype(result_dtype))
-        return out if on_device else out.copy_to_host()
+        return cuda_run.deliver(out, result_dtype, on_device)
     out = convolve(spec, x, w, bias, activation, hot=_calls.seen_before(spec))
     return out.astype(result_dtype, copy=False)
 
@@ -556,9 +547,9 @@ def conv2d_backward(grad_output, inputs, kernel, strides=1, padding="valid", dat
     (array([[4., 4.],
            [4., 4.]]), array([4.]))
     """
-    x = as_float_array(_host_array(inputs), "inputs")
-    w = as_float_array(_host_array(kernel), "kernel")
-    gy = as_float_array(_host_array(grad_output), "grad_output")
+    x = as_float_array(cuda_target.to_host(inputs), "inputs")
+    w = as_float_array(cuda_target.to_host(kernel), "kernel")
+    gy = as_float_array(cuda_target.to_host(grad_output), "grad_output")
     compute_dtype, result_dtype = compute_dtypes(x, w, gy)
     spec = ConvSpec.from_arguments(x.shape, w.shape, strides, padding, data_format,
                                    dilation_rate, compute_dtype.name)

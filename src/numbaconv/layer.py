@@ -226,9 +226,7 @@ class Conv2D:
         state = self.__dict__.copy()
         state.pop("_weights_lock", None)
         if state.get("_first_call") is not None:
-            state["_first_call"] = tuple(
-                cuda_target.as_device_array(a).copy_to_host()
-                if cuda_target.is_device_array(a) else a for a in state["_first_call"])
+            state["_first_call"] = tuple(map(cuda_target.to_host, state["_first_call"]))
         return state
 
     def __setstate__(self, state):
@@ -456,9 +454,7 @@ class Conv2D:
         custom = type(self).convolution_op is not Conv2D.convolution_op
         if resolve_device(self.device, inputs) == "cuda" and not custom:
             return self._call_cuda(inputs, on_device)
-        if on_device:
-            inputs = cuda_target.as_device_array(inputs).copy_to_host()
-        x = self._prepare_inputs(inputs)
+        x = self._prepare_inputs(cuda_target.to_host(inputs))
         if custom:
             # A subclass changed the convolution: honour it, unfused.
             out = np.asarray(self.convolution_op(x, self.kernel.value))
@@ -477,26 +473,20 @@ class Conv2D:
         if on_device and cuda_target.in_place(inputs):
             x = self._prepare_inputs(cuda_target.as_device_array(inputs), on_device=True)
         else:
-            x = self._prepare_inputs(cuda_target.as_device_array(inputs).copy_to_host()
-                                     if on_device else inputs)
+            x = self._prepare_inputs(cuda_target.to_host(inputs))
         with self._weights_lock:  # a consistent pair against set_weights()
             kernel = self._kernel.snapshot()
             bias = self.bias.snapshot() if self.use_bias else None
         spec = self._spec(tuple(x.shape))
         out = cuda_run.convolve(spec, x, kernel, bias, self.activation)
-        if np.dtype(self.compute_dtype) != np.dtype(spec.dtype):  # float16 policies
-            host = out.copy_to_host().astype(self.compute_dtype)
-            return cuda_target.require().to_device(host) if on_device else host
-        return out if on_device else out.copy_to_host()
+        return cuda_run.deliver(out, self.compute_dtype, on_device)
 
     def _train_forward(self, inputs):
         """:meth:`call` on the CPU, keeping what :meth:`backward` needs."""
         if type(self).convolution_op is not Conv2D.convolution_op:
             raise NotImplementedError(f"{type(self).__name__} overrides convolution_op: its "
                                       "gradient is unknown, so it cannot be trained here")
-        if cuda_target.is_device_array(inputs):
-            inputs = cuda_target.as_device_array(inputs).copy_to_host()
-        x = self._prepare_inputs(inputs)
+        x = self._prepare_inputs(cuda_target.to_host(inputs))
         with self._weights_lock:
             kernel = self._kernel.snapshot()
             bias = self.bias.value if self.use_bias else None
@@ -565,9 +555,7 @@ class Conv2D:
         outputs = self._train_forward(inputs) if training else self.call(inputs)
         self._activity_losses = []
         if self.activity_regularizer is not None:
-            loss = self.activity_regularizer(
-                cuda_target.as_device_array(outputs).copy_to_host()
-                if cuda_target.is_device_array(outputs) else outputs)
+            loss = self.activity_regularizer(cuda_target.to_host(outputs))
             batch = outputs.shape[0]  # Keras divides by the batch size (0 -> 0)
             self._activity_losses.append(loss / batch if batch else loss * 0)
         if self._first_call is None:

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 __all__ = ["available", "require", "is_device_array", "as_device_array", "in_place",
-           "DEVICES"]
+           "to_host", "DEVICES"]
 
 #: Accepted values of the ``device`` arguments.
 DEVICES = (None, "cpu", "cuda")
@@ -85,3 +85,10 @@ def in_place(x):
     :func:`numbaconv.cuda.run.convolve`).
     """
     return np.dtype(x.dtype) in (np.float32, np.float64)
+
+
+def to_host(value):
+    """A device array's contents as a NumPy array; anything else unchanged."""
+    if is_device_array(value):
+        return as_device_array(value).copy_to_host()
+    return value

@@ -16,7 +16,7 @@ from ..cache import kernel_cache
 from ..variables import Snapshot
 from . import as_device_array, is_device_array, require
 
-__all__ = ["select", "convolve", "DIRECT_THREADS", "DEPTHWISE_BLOCK"]
+__all__ = ["select", "convolve", "deliver", "DIRECT_THREADS", "DEPTHWISE_BLOCK"]
 
 #: Threads per block of the direct kernel, and of the depthwise kernel
 #: ``(channels, pixels)``.  Tests shrink them so that small problems span
@@ -137,3 +137,15 @@ def convolve(spec, x, kernel, bias, activation):
         return out
     host = np.asarray(activation(out.copy_to_host()), dtype=dtype)
     return cuda.to_device(host)
+
+
+def deliver(out, dtype, on_device):
+    """A GPU result as the caller gets it: in ``dtype``, on the device for device inputs.
+
+    A ``dtype`` other than the compute dtype (float16, computed in float32) is
+    cast on the host; host inputs get a NumPy array.
+    """
+    if np.dtype(dtype) != out.dtype:
+        host = out.copy_to_host().astype(dtype)
+        return require().to_device(host) if on_device else host
+    return out if on_device else out.copy_to_host()
