@@ -174,7 +174,7 @@ def tiled_kernel(KH, KW, SH, SW, DH, DW, PT, PL, CIN, CF, RELU, DTYPE, ZERO, TIL
 
     @cuda.jit
     def kernel(x, w, b, out):
-        N, H, W, OH, OW, F = _sizes(x, out, CF)
+        _, H, W, OH, OW, F = _sizes(x, out, CF)
         fblocks = (F + TILE_F - 1) // TILE_F
         n = cuda.blockIdx.z // fblocks
         f0 = (cuda.blockIdx.z % fblocks) * TILE_F
