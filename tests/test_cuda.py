@@ -212,3 +212,41 @@ def test_layer_follows_its_input_by_default():
     assert isinstance(on_cpu, np.ndarray)
     np.testing.assert_allclose(on_gpu.copy_to_host(), on_cpu, **F64)
     assert np.isfinite(layer.losses[0])
+
+
+_PTX_SCRIPT = """
+import numpy as np
+from numba import cuda, types
+from numbaconv.cuda import kernels
+try:  # is there a CUDA compiler at all?
+    cuda.compile_ptx(lambda a: None, (types.float32[:],), cc=(8, 0))
+except Exception as error:
+    print("NO-COMPILER", type(error).__name__, str(error)[:200])
+    raise SystemExit(0)
+for dtype, nbtype in ((np.float32, types.float32), (np.float64, types.float64)):
+    array = types.Array(nbtype, 4, "C")
+    signature = (array, array, types.Array(nbtype, 1, "C"), array)
+    zero = dtype(0)
+    for kernel in (kernels.direct_kernel(3, 3, 2, 1, 1, 1, 1, 1, 2, 3, 4, False, True, zero),
+                   kernels.depthwise_kernel(3, 3, 1, 1, 2, 2, 2, 2, True, True, dtype, zero),
+                   kernels.tiled_kernel(7, 7, 2, 2, 1, 1, 3, 3, 3, True, False, dtype, zero,
+                                        *kernels.TILE.values())):
+        cuda.compile_ptx(kernel.py_func, signature, cc=(8, 0))
+print("compiled")
+"""
+
+
+def test_kernels_compile_for_a_real_gpu():
+    # The simulator runs the kernels as Python; this compiles them with NVVM to PTX
+    # for a real GPU (sm_80), which needs no GPU but the CUDA compiler wheels
+    # (pip install "numba-cuda[cu12]"): skipped without them.
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    result = subprocess.run([sys.executable, "-c", _PTX_SCRIPT], env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    if result.stdout.startswith("NO-COMPILER"):
+        pytest.skip("no CUDA compiler here: " + result.stdout.strip())
+    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-2000:]
