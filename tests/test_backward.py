@@ -112,15 +112,79 @@ def test_dense_kernel_gradient_against_sums_per_tap(strides, dilation, padding):
     grad_output = rng.standard_normal(out.shape)
     _, gk, _ = numbaconv.conv2d_backward(grad_output, x, kernel, strides=strides,
                                          padding=padding, dilation_rate=dilation)
+    np.testing.assert_allclose(gk, _kernel_gradient_per_tap(x, grad_output, kernel.shape, strides,
+                                                            pads, dilation), rtol=1e-10,
+                               atol=1e-10)
+
+
+def _kernel_gradient_per_tap(x, grad_output, kernel_shape, strides, pads, dilation, groups=1):
+    """Kernel gradient by one NumPy contraction per tap and group (channels_last)."""
+    kh, kw, cin, filters = kernel_shape
+    cout = filters // groups
     padded = np.pad(x, ((0, 0), *pads, (0, 0)))
-    oh, ow = out.shape[1:3]
-    want = np.empty_like(kernel)
-    for ki in range(3):
-        for kj in range(2):
+    oh, ow = grad_output.shape[1:3]
+    want = np.empty(kernel_shape)
+    for ki in range(kh):
+        for kj in range(kw):
             window = padded[:, ki * dilation:ki * dilation + (oh - 1) * strides + 1:strides,
                             kj * dilation:kj * dilation + (ow - 1) * strides + 1:strides]
-            want[ki, kj] = np.einsum("nhwc,nhwf->cf", window, grad_output)
-    np.testing.assert_allclose(gk, want, rtol=1e-10, atol=1e-10)
+            for g in range(groups):
+                want[ki, kj, :, g * cout:(g + 1) * cout] = np.einsum(
+                    "nhwc,nhwf->cf", window[..., g * cin:(g + 1) * cin],
+                    grad_output[..., g * cout:(g + 1) * cout])
+    return want
+
+
+# (channels, filters, groups, strides, dilation, padding): dense with filter blocks
+# of 64 and a remainder, few filters (split by channels, then pixels), grouped,
+# depthwise with a channel block of 64 and without, groups of 4 filters (padded).
+KERNEL_GRADIENT_CASES = [(9, 70, 1, 1, 1, "same"), (12, 128, 1, 2, 1, "same"),
+                         (6, 8, 1, 1, 2, "valid"), (3, 16, 1, 2, 1, "same"),
+                         (8, 64, 2, 1, 1, "same"), (128, 128, 128, 1, 1, "same"),
+                         (40, 40, 40, 2, 1, "same"), (6, 12, 3, 1, 1, "same")]
+
+
+@pytest.mark.parametrize("channels, filters, groups, strides, dilation, padding",
+                         KERNEL_GRADIENT_CASES)
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_kernel_gradient_work_splits(channels, filters, groups, strides, dilation, padding,
+                                     threads):
+    # Every split of the work (filter blocks, channel shares, private copies over
+    # pixels) that some thread count produces, on the generic driver.
+    from numbaconv.cpu import backward
+    from numbaconv.spec import ConvSpec
+
+    rng = np.random.default_rng(channels + threads)
+    x = rng.standard_normal((5, 12, 40, channels))  # several chunks of output rows
+    shape = (3, 2, channels // groups, filters)
+    spec = ConvSpec.from_arguments(x.shape, shape, strides, padding, "channels_last",
+                                   dilation, "float64")
+    grad_output = rng.standard_normal(spec.output_shape)
+    got = backward.kernel_gradient(spec, x, grad_output, specialized=False, threads=threads)
+    want = _kernel_gradient_per_tap(x, grad_output, shape, strides, spec.pads, dilation, groups)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels, filters, groups, dtype", [
+    (8, 64, 1, "float32"), (3, 128, 1, "float64"), (64, 64, 64, "float32"),
+    (8, 32, 4, "float32")])
+def test_specialized_kernel_gradient(channels, filters, groups, dtype):
+    # The compiled-in tiles (registers, unrolled) against the per-tap sums.
+    from numbaconv.cpu import backward
+    from numbaconv.spec import ConvSpec
+
+    rng = np.random.default_rng(filters)
+    x = rng.standard_normal((2, 13, 10, channels)).astype(dtype)
+    shape = (3, 3, channels // groups, filters)
+    spec = ConvSpec.from_arguments(x.shape, shape, 1, "same", "channels_last", 1, dtype)
+    grad_output = rng.standard_normal(spec.output_shape).astype(dtype)
+    want = _kernel_gradient_per_tap(x.astype(float), grad_output.astype(float), shape, 1,
+                                    spec.pads, 1, groups)
+    tolerance = 1e-4 if dtype == "float32" else 1e-11
+    for threads in (2, 3):
+        got = backward.kernel_gradient(spec, x, grad_output, specialized=True, threads=threads)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
 
 
 def test_random_geometries_match_torch_autograd():

@@ -13,7 +13,6 @@ import os
 import threading
 from dataclasses import replace
 
-import numba
 import numpy as np
 
 from . import activations
@@ -391,12 +390,13 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
 
 
 
-def backward(spec, x, kernel, grad_output):
+def backward(spec, x, kernel, grad_output, hot=True):
     """``(grad_inputs, grad_kernel, grad_bias)`` of the convolution ``spec`` (validated).
 
     ``x`` and ``grad_output`` are in ``spec.data_format``, ``kernel`` in Keras
     layout; results in ``spec.dtype``, the input gradient in ``spec.data_format``.
-    See :mod:`numbaconv.cpu.backward` for the loop nests.
+    ``hot``: the configuration repeats (worth specializing, as in
+    :func:`convolve`).  See :mod:`numbaconv.cpu.backward` for the loop nests.
     """
     dtype = np.dtype(spec.dtype)
     channels_first = spec.data_format == "channels_first"
@@ -414,13 +414,10 @@ def backward(spec, x, kernel, grad_output):
     grad_x = np.empty(xl.shape, dtype=dtype)
     grad_kernel = np.zeros((kh, kw, cin, spec.filters), dtype=dtype)
     if xl.size and gy.size:
-        if not _input_gradient_by_convolution(spec, gy, kernel, grad_x):
+        if not _input_gradient_by_convolution(spec, gy, kernel, grad_x, hot):
             transposed = np.ascontiguousarray(kernel.transpose(0, 1, 3, 2))
             cpu_backward.input_gradient(gy, transposed, grad_x, *geometry)
-        partial = np.empty((cpu_backward.task_rows(spec, numba.get_num_threads()),
-                            *grad_kernel.shape), dtype=dtype)
-        cpu_backward.kernel_gradient(xl, gy, partial, *geometry)
-        grad_kernel = partial.sum(axis=0)
+        grad_kernel = cpu_backward.kernel_gradient(spec, xl, gy, wants_specialized(spec, hot))
     else:
         grad_x[...] = 0
     grad_bias = cpu_backward.bias_gradient(gy)
@@ -446,7 +443,7 @@ def _phase_taps(size, kernel, stride, dilation, pad_before, phase):
     return count, taps, (phase + pad_before - first) // stride - (len(taps) - 1), 1
 
 
-def _input_gradient_by_convolution(spec, gy, kernel, grad_x):
+def _input_gradient_by_convolution(spec, gy, kernel, grad_x, hot):
     """The input gradient of ``spec`` as forward convolutions, into ``grad_x``.
 
     The transposed convolution of a stride-1 layer is itself a convolution:
@@ -479,11 +476,11 @@ def _input_gradient_by_convolution(spec, gy, kernel, grad_x):
             cols = _phase_taps(spec.width, kw, spec.strides[1], spec.dilation[1],
                                spec.pads[1][0], b)
             target = grad_x[:, a::spec.strides[0], b::spec.strides[1]]
-            target[...] = _phase_gradient(spec, gy, swapped, rows, cols, (out_h, out_w))
+            target[...] = _phase_gradient(spec, gy, swapped, rows, cols, (out_h, out_w), hot)
     return True
 
 
-def _phase_gradient(spec, gy, swapped, rows, cols, out_hw):
+def _phase_gradient(spec, gy, swapped, rows, cols, out_hw, hot):
     """One phase of :func:`_input_gradient_by_convolution` (zeros where no tap reaches it)."""
     (count_h, taps_h, start_h, step_h), (count_w, taps_w, start_w, step_w) = rows, cols
     shape = (gy.shape[0], count_h, count_w, swapped.shape[3])
@@ -504,7 +501,7 @@ def _phase_gradient(spec, gy, swapped, rows, cols, out_hw):
     source = np.ascontiguousarray(source)
     gradient_spec = ConvSpec.from_arguments(source.shape, taps.shape, 1, tuple(pads),
                                             "channels_last", (step_h, step_w), spec.dtype)
-    return convolve(gradient_spec, source, taps, None, activations.linear, hot=True)
+    return convolve(gradient_spec, source, taps, None, activations.linear, hot)
 
 
 def conv2d_backward(grad_output, inputs, kernel, strides=1, padding="valid", data_format=None,
@@ -556,4 +553,5 @@ def conv2d_backward(grad_output, inputs, kernel, strides=1, padding="valid", dat
     if gy.shape != spec.output_shape:
         raise ValueError(f"The `grad_output` argument must have the convolution's output shape "
                          f"{spec.output_shape}. Received grad_output.shape={gy.shape}")
-    return tuple(g.astype(result_dtype, copy=False) for g in backward(spec, x, w, gy))
+    gradients = backward(spec, x, w, gy, hot=_calls.seen_before(("backward", spec)))
+    return tuple(g.astype(result_dtype, copy=False) for g in gradients)
