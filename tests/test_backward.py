@@ -218,3 +218,13 @@ def test_random_geometries_match_torch_autograd():
                                    atol=1e-10)
         np.testing.assert_allclose(gk, wt.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-10,
                                    atol=1e-10)
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_flipped_transposed_kernel(groups):
+    from numbaconv.cpu.layout import flipped_transposed_kernel
+
+    kernel = np.random.default_rng(groups).standard_normal((3, 2, 20, 6 * groups))
+    want = kernel[::-1, ::-1].reshape(3, 2, 20, groups, 6).transpose(0, 1, 4, 3, 2).reshape(
+        3, 2, 6, groups * 20)
+    np.testing.assert_array_equal(flipped_transposed_kernel(kernel, groups), want)

@@ -100,3 +100,5 @@ def test_run_backward_times_the_gradients(monkeypatch):
     for row in result["rows"]:
         assert all(value > 0 for value in row["gflops"].values())
         assert set(row["gflops"]) == {"numbaconv", *peers}
+        assert row["backward_over_forward"] > 0
+    assert "x forward" in text.getvalue() and "backward / forward time" in text.getvalue()

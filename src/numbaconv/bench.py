@@ -271,6 +271,9 @@ def sgemm_gflops(n=2048, repeats=5):
 
 
 PEERS = {"numbaconv": _numbaconv_runner, "torch": _torch_runner, "jax": _jax_runner}
+#: Key of numbaconv's forward among the runners of a ``--backward`` row.
+_FORWARD = "numbaconv forward"
+
 #: ``--backward``: input and kernel gradients (JAX is not timed there).
 BACKWARD_PEERS = {"numbaconv": _numbaconv_backward_runner, "torch": _torch_backward_runner,
                   "jax": lambda *args: None}
@@ -285,7 +288,8 @@ def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.
     TensorFloat-32 off); JAX and the sgemm ceiling are CPU-only.
     ``backward=True`` times the input and kernel gradients instead
     (:func:`numbaconv.conv2d_backward` against PyTorch's convolution backward),
-    with FLOPs counted as twice the forward's.
+    with FLOPs counted as twice the forward's, and the backward's time over
+    numbaconv's forward time (timed in the same rounds) per row.
 
     Returns
     -------
@@ -318,15 +322,23 @@ def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.
                     runner()  # compile / warm up
                     runners[name] = runner
                     bursts[name] = _burst_length(median_time(runner, 3))
+            if backward and "numbaconv" in runners:  # the forward, for the cost ratio
+                runners[_FORWARD] = PEERS["numbaconv"](case, x, kernel, device)
+                runners[_FORWARD]()
+                bursts[_FORWARD] = _burst_length(median_time(runners[_FORWARD], 3))
             times = {name: [] for name in runners}
             for _ in range(repeats):  # interleaved rounds
                 for name, runner in runners.items():
                     times[name].append(_steady_time(runner, bursts[name]))
             flops = case.flops(batch) * (2 if backward else 1)
-            gflops = {name: flops / float(np.median(t)) / 1e9 for name, t in times.items()}
+            gflops = {name: flops / float(np.median(t)) / 1e9 for name, t in times.items()
+                      if name != _FORWARD}
             row = {"case": asdict(case), "batch": batch, "gflops": gflops,
                    "numbaconv_gbs": case.bytes_moved(batch) / float(
                        np.median(times["numbaconv"])) / 1e9}
+            if _FORWARD in times:
+                row["backward_over_forward"] = float(np.median(times["numbaconv"])
+                                                     / np.median(times[_FORWARD]))
             rows.append(row)
             line = f"{case.name:28s} {batch:2d} " + " ".join(
                 f"{gflops[name]:10.1f}" if name in gflops else f"{'-':>10s}"
@@ -334,7 +346,9 @@ def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.
             line += "".join(
                 f" {gflops['numbaconv'] / gflops[p]:8.2f}x" if p in gflops else f" {'-':>9s}"
                 for p in peers)
-            if case.groups == case.channels:
+            if "backward_over_forward" in row:
+                line += f"   {row['backward_over_forward']:.1f}x forward"
+            elif case.groups == case.channels:
                 line += f"   ({row['numbaconv_gbs']:.1f} GB/s)"
             print(line, file=out, flush=True)
     dense = [r for r in rows if r["batch"] == 8 and r["case"]["kernel"] == 3
@@ -342,6 +356,10 @@ def run(cases=SUITE, batches=(1, 8), repeats=7, peers=("torch", "jax"), out=sys.
     if dense and math.isfinite(ceiling):
         shares = ", ".join(f"{r['gflops']['numbaconv'] / ceiling:.0%}" for r in dense)
         print(f"dense 3x3 layers at N=8, share of the sgemm ceiling: {shares}", file=out)
+    costs = [r["backward_over_forward"] for r in rows if "backward_over_forward" in r]
+    if costs:
+        print(f"backward / forward time: at most {max(costs):.1f}x "
+              f"(median {float(np.median(costs)):.1f}x)", file=out)
     geomean = {}
     for peer in peers:
         ratios = [r["gflops"]["numbaconv"] / r["gflops"][peer] for r in rows

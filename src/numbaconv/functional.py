@@ -211,7 +211,7 @@ def convolve(spec, x, kernel, bias, activation, hot):
 
     def packed_for(nest):
         def pack(value):
-            return pack_weights(nest, np.array(value, dtype=dtype, order="C"))
+            return pack_weights(nest, np.ascontiguousarray(value, dtype=dtype))
 
         return kernel.derived((nest, dtype), pack) if isinstance(kernel, Snapshot) else pack(kernel)
 
@@ -463,11 +463,8 @@ def _input_gradient_by_convolution(spec, gy, kernel, grad_x, hot):
     if spec.strides != (1, 1) and spec.is_depthwise and spec.filters == spec.groups:
         return False
     kh, kw = spec.kernel_size
-    groups, cin = spec.groups, spec.in_channels // spec.groups
-    cout = spec.filters // groups
-    # (kh, kw, cout, groups * cin): the channel axes swapped within each group.
-    swapped = kernel.reshape(kh, kw, cin, groups, cout).transpose(0, 1, 4, 3, 2).reshape(
-        kh, kw, cout, groups * cin)
+    # (kh, kw, cout, groups * cin), flipped: tap t of the kernel is tap kh - 1 - t here.
+    flipped = layout.flipped_transposed_kernel(kernel, spec.groups)
     out_h, out_w = spec.output_hw
     for a in range(spec.strides[0]):
         rows = _phase_taps(spec.height, kh, spec.strides[0], spec.dilation[0],
@@ -476,14 +473,14 @@ def _input_gradient_by_convolution(spec, gy, kernel, grad_x, hot):
             cols = _phase_taps(spec.width, kw, spec.strides[1], spec.dilation[1],
                                spec.pads[1][0], b)
             target = grad_x[:, a::spec.strides[0], b::spec.strides[1]]
-            target[...] = _phase_gradient(spec, gy, swapped, rows, cols, (out_h, out_w), hot)
+            target[...] = _phase_gradient(spec, gy, flipped, rows, cols, (out_h, out_w), hot)
     return True
 
 
-def _phase_gradient(spec, gy, swapped, rows, cols, out_hw, hot):
+def _phase_gradient(spec, gy, flipped, rows, cols, out_hw, hot):
     """One phase of :func:`_input_gradient_by_convolution` (zeros where no tap reaches it)."""
     (count_h, taps_h, start_h, step_h), (count_w, taps_w, start_w, step_w) = rows, cols
-    shape = (gy.shape[0], count_h, count_w, swapped.shape[3])
+    shape = (gy.shape[0], count_h, count_w, flipped.shape[3])
     if not (taps_h and taps_w and count_h and count_w):
         return np.zeros(shape, dtype=gy.dtype)
     pads, crops = [], []
@@ -497,7 +494,12 @@ def _phase_gradient(spec, gy, swapped, rows, cols, out_hw, hot):
     spans = ((len(taps_h) - 1) * step_h + 1, (len(taps_w) - 1) * step_w + 1)
     if any(source.shape[1 + i] + sum(pads[i]) < spans[i] for i in (0, 1)):
         return np.zeros(shape, dtype=gy.dtype)  # outside every window
-    taps = np.ascontiguousarray(swapped[np.ix_(taps_h, taps_w)], dtype=gy.dtype)
+    rows_taps = [flipped.shape[0] - 1 - t for t in taps_h]
+    cols_taps = [flipped.shape[1] - 1 - t for t in taps_w]
+    if rows_taps == list(range(flipped.shape[0])) and cols_taps == list(range(flipped.shape[1])):
+        taps = flipped  # every tap (stride 1): no copy
+    else:
+        taps = np.ascontiguousarray(flipped[np.ix_(rows_taps, cols_taps)])
     source = np.ascontiguousarray(source)
     gradient_spec = ConvSpec.from_arguments(source.shape, taps.shape, 1, tuple(pads),
                                             "channels_last", (step_h, step_w), spec.dtype)

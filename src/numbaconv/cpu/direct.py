@@ -118,6 +118,9 @@ def pack_weights(nest, kernel):
         return kernel
     blocks = -(-filters // DENSE_BLOCK)
     if nest == "dense":
+        if filters % DENSE_BLOCK == 0:  # no zero filters to add: one copy
+            return np.ascontiguousarray(
+                kernel.reshape(kh, kw, cin, blocks, DENSE_BLOCK).transpose(3, 0, 1, 2, 4))
         packed = np.zeros((kh, kw, cin, blocks * DENSE_BLOCK), dtype=kernel.dtype)
         packed[..., :filters] = kernel
         return np.ascontiguousarray(

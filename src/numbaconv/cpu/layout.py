@@ -17,7 +17,8 @@ from numba import prange
 
 from ..jit import kernel_jit
 
-__all__ = ["prepare_input", "pad_channels", "to_channels_first", "scratch"]
+__all__ = ["flipped_transposed_kernel", "pad_channels", "prepare_input", "scratch",
+           "to_channels_first"]
 
 # The copies index flat arrays with unsigned indices: no views in the loops
 # (each costs an atomic reference count, which threads contend for) and no
@@ -244,4 +245,39 @@ def to_channels_first(y, out=None):
         raise ValueError(f"The `out` argument must be a C-contiguous {shape} {y.dtype} array. "
                          f"Received out.shape={out.shape}, dtype={out.dtype}")
     _scatter_channels_first(y, out)
+    return out
+
+
+@kernel_jit(parallel=True)
+def _flip_swap(kernel, out, G):
+    """``out[i, j, o, g·CIN + c] = kernel[KH−1−i, KW−1−j, c, g·COUT + o]``, by blocks of channels."""
+    KH, KW, CIN, F = kernel.shape
+    COUT = F // G
+    BLOCK = 16  # channels per pass: 16 input rows read, 16-wide output rows written
+    blocks = (CIN + BLOCK - 1) // BLOCK
+    for task in prange(KH * KW * G * blocks):
+        tap = task // (G * blocks)
+        rest = task - tap * (G * blocks)
+        g = rest // blocks
+        c0 = (rest - g * blocks) * BLOCK
+        i, j = tap // KW, tap % KW
+        si, sj = np.uint64(KH - 1 - i), np.uint64(KW - 1 - j)
+        i, j = np.uint64(i), np.uint64(j)
+        for o in range(COUT):
+            f = np.uint64(g * COUT + o)
+            row = np.uint64(o)
+            for c in range(c0, min(c0 + BLOCK, CIN)):
+                out[i, j, row, np.uint64(g * CIN + c)] = kernel[si, sj, np.uint64(c), f]
+
+
+def flipped_transposed_kernel(kernel, groups):
+    """The kernel of the transposed convolution: flipped in space, channel axes swapped per group.
+
+    ``(KH, KW, CIN, G·COUT)`` → ``(KH, KW, COUT, G·CIN)``, one parallel pass
+    (numpy's transposing copy of a large kernel ran at a few GB/s, several
+    times the cost of the convolution it feeds on small images).
+    """
+    kh, kw, cin, filters = kernel.shape
+    out = np.empty((kh, kw, filters // groups, groups * cin), dtype=kernel.dtype)
+    _flip_swap(np.ascontiguousarray(kernel), out, groups)
     return out
