@@ -230,3 +230,26 @@ def test_flipped_transposed_kernel(groups):
     want = kernel[::-1, ::-1].reshape(3, 2, 20, groups, 6).transpose(0, 1, 4, 3, 2).reshape(
         3, 2, 6, groups * 20)
     np.testing.assert_array_equal(flipped_transposed_kernel(kernel, groups), want)
+
+
+@pytest.mark.parametrize("strides, padding, dilation", [(2, "same", 1), (1, "valid", 2),
+                                                        (3, ((2, 0), (1, 3)), 1)])
+@pytest.mark.parametrize("channels, specialized", [(1, False), (3, False), (4, False),
+                                                   (3, True)])
+def test_narrow_input_gradient(strides, padding, dilation, channels, specialized):
+    # Few input channels, whole filter blocks (a stem): the input gradient sums
+    # along the filters, against finite differences of the reference.
+    from numbaconv.cpu import backward
+    from numbaconv.spec import ConvSpec
+
+    rng = np.random.default_rng(channels + strides)
+    x = rng.standard_normal((2, 9, 8, channels))
+    kernel = rng.standard_normal((3, 4, channels, 64))
+    loss, grad_output = _loss_and_weights(x, kernel, strides, padding, dilation,
+                                          "channels_last", seed=channels)
+    spec = ConvSpec.from_arguments(x.shape, kernel.shape, strides, padding, "channels_last",
+                                   dilation, "float64")
+    assert backward.is_narrow(spec)
+    got = np.full(x.shape, np.nan)
+    backward.narrow_input_gradient(spec, grad_output, kernel, got, specialized)
+    assert relative_error(got, finite_differences(lambda: loss(x, kernel), x)) < 1e-6

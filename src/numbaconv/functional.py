@@ -414,10 +414,14 @@ def backward(spec, x, kernel, grad_output, hot=True):
     grad_x = np.empty(xl.shape, dtype=dtype)
     grad_kernel = np.zeros((kh, kw, cin, spec.filters), dtype=dtype)
     if xl.size and gy.size:
-        if not _input_gradient_by_convolution(spec, gy, kernel, grad_x, hot):
+        specialized = wants_specialized(spec, hot)
+        if cpu_backward.is_narrow(spec):
+            cpu_backward.narrow_input_gradient(spec, gy, np.ascontiguousarray(kernel), grad_x,
+                                               specialized)
+        elif not _input_gradient_by_convolution(spec, gy, kernel, grad_x, hot):
             transposed = np.ascontiguousarray(kernel.transpose(0, 1, 3, 2))
             cpu_backward.input_gradient(gy, transposed, grad_x, *geometry)
-        grad_kernel = cpu_backward.kernel_gradient(spec, xl, gy, wants_specialized(spec, hot))
+        grad_kernel = cpu_backward.kernel_gradient(spec, xl, gy, specialized)
     else:
         grad_x[...] = 0
     grad_bias = cpu_backward.bias_gradient(gy)

@@ -34,7 +34,18 @@ from ..cache import kernel_cache
 from ..jit import kernel_jit
 from .direct import _CONTRACT, _valid_range
 
-__all__ = ["bias_gradient", "input_gradient", "kernel_gradient", "kernel_gradient_plan"]
+__all__ = ["bias_gradient", "input_gradient", "is_narrow", "kernel_gradient",
+           "kernel_gradient_plan", "narrow_input_gradient"]
+
+
+@njit(inline="always")
+def _reading_output(position, pad, tap, dilation, stride, count):
+    """The output index whose window reads input ``position`` at ``tap``, or -1 if none."""
+    start = position + pad - tap * dilation  # = output index * stride
+    if start < 0 or start % stride:
+        return -1
+    index = start // stride
+    return index if index < count else -1
 
 
 @kernel_jit(parallel=True, fastmath=_CONTRACT)
@@ -53,18 +64,12 @@ def input_gradient(gy, wt, gx, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT):
             for ch in range(G * CIN):
                 gx[n, ih, iw, ch] = zero
             for ki in range(KH):
-                top = ih + PT - ki * DH  # = oh * SH for the output rows reading ih
-                if top < 0 or top % SH:
-                    continue
-                oh = top // SH
-                if oh >= OH:
+                oh = _reading_output(ih, PT, ki, DH, SH, OH)
+                if oh < 0:
                     continue
                 for kj in range(KW):
-                    left = iw + PL - kj * DW
-                    if left < 0 or left % SW:
-                        continue
-                    ow = left // SW
-                    if ow >= OW:
+                    ow = _reading_output(iw, PL, kj, DW, SW, OW)
+                    if ow < 0:
                         continue
                     if CIN == 1 and COUT == 1:  # depthwise: vectorized along channels
                         for ch in range(G):
@@ -209,58 +214,131 @@ def _depthwise_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, P
                         grad[item, ki, kj, 0, c0 + lane] += total
 
 
-# Inlined into the drivers; module globals so that Numba's disk cache keys
-# the specialized closures by their integer constants only.
-_dense_task, _depthwise_task = (njit(inline="always")(task) for task in (
-    _kernel_gradient_task, _depthwise_kernel_gradient_task))
+def _narrow_input_gradient_task(gy, w, gx, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
+                                CB, OCB, ROWS, SPLITS, CG):
+    """One input row of the input gradient of a layer with few input channels (a stem's 3).
+
+    ``gx[n, ih, iw, c] = Σ gy[n, oh, ow, f] · w[ki, kj, c, f]`` over the taps
+    that read the pixel and the ``COUT`` filters (one group; ``COUT`` whole
+    blocks of ``OCB``).  As a forward convolution (the other input
+    gradients) it would have ``CIN`` filters, padded to 64: 21x the work for
+    3 channels.  Here the sum runs along the filters instead, ``CB``
+    channels × ``OCB`` filter lanes in registers, added up lane by lane
+    (a fixed tree: no reassociation) once per pixel.
+    """
+    H, W = gx.shape[1], gx.shape[2]
+    OH, OW = gy.shape[1], gy.shape[2]
+    n = item // H
+    ih = item - n * H
+    acc = np.empty(CB * OCB, dtype=gx.dtype)
+    fold = np.empty(OCB, dtype=gx.dtype)
+    for iw in range(W):
+        for c0 in range(0, CIN, CB):
+            for lane in range(CB * OCB):
+                acc[lane] = 0
+            # Without dilation, only every SH-th row tap (SW-th column tap) can
+            # reach the pixel: start at the first.
+            for ki in range((ih + PT) % SH if DH == 1 else 0, KH, SH if DH == 1 else 1):
+                oh = _reading_output(ih, PT, ki, DH, SH, OH)
+                if oh < 0:
+                    continue
+                for kj in range((iw + PL) % SW if DW == 1 else 0, KW, SW if DW == 1 else 1):
+                    ow = _reading_output(iw, PL, kj, DW, SW, OW)
+                    if ow < 0:
+                        continue
+                    nu, ohu, owu = np.uint64(n), np.uint64(oh), np.uint64(ow)
+                    kiu, kju = np.uint64(ki), np.uint64(kj)
+                    for f0 in range(0, COUT, OCB):
+                        for c in range(CB):
+                            cu = np.uint64(c0 + c)
+                            for o in range(OCB):
+                                f = np.uint64(f0 + o)
+                                acc[c * OCB + o] += gy[nu, ohu, owu, f] * w[kiu, kju, cu, f]
+            for c in range(CB):
+                # The four vectors added lane by lane, then the lanes in a copy:
+                # indexed only in unrolled loops, ``acc`` stays in registers.
+                lanes = OCB // 4
+                for lane in range(lanes):
+                    at = c * OCB + lane
+                    fold[lane] = ((acc[at] + acc[at + lanes])
+                                  + (acc[at + 2 * lanes] + acc[at + 3 * lanes]))
+                span = lanes
+                while span > 1:
+                    span //= 2
+                    for o in range(span):
+                        fold[o] += fold[o + span]
+                gx[n, ih, iw, c0 + c] = fold[0]
 
 
-def _generic_kernel_gradient_driver(DEPTHWISE):
-    """The generic driver of one of the two tasks (their arrays differ in rank)."""
+#: The tasks by number, the drivers' compile-time selector.  Inlined into
+#: the drivers; module globals so that Numba's disk cache keys the
+#: specialized closures by their integer constants only.
+DENSE_KERNEL_GRADIENT, DEPTHWISE_KERNEL_GRADIENT, NARROW_INPUT_GRADIENT = range(3)
+_dense_task, _depthwise_task, _narrow_task = (njit(inline="always")(task) for task in (
+    _kernel_gradient_task, _depthwise_kernel_gradient_task, _narrow_input_gradient_task))
+
+
+def _generic_driver(TASK):
+    """The generic driver of task number ``TASK`` (the tasks' arrays differ in rank)."""
 
     @kernel_jit(parallel=True, fastmath=_CONTRACT)
-    def drive(x, gy, grad, items, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB, OCB, ROWS,
+    def drive(a, b, out, items, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB, OCB, ROWS,
               SPLITS, CG):
-        if DEPTHWISE:
+        if TASK == 0:
             for item in prange(items):
-                _depthwise_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
+                _dense_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
+                            OCB, ROWS, SPLITS, CG)
+        elif TASK == 1:
+            for item in prange(items):
+                _depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
                                 CB, OCB, ROWS, SPLITS, CG)
         else:
             for item in prange(items):
-                _dense_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
-                            OCB, ROWS, SPLITS, CG)
+                _narrow_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
+                             OCB, ROWS, SPLITS, CG)
 
     return drive
 
 
-_GENERIC_KERNEL_GRADIENT = {depthwise: _generic_kernel_gradient_driver(depthwise)
-                            for depthwise in (False, True)}
+_GENERIC = [_generic_driver(task) for task in range(3)]
 
 
-def _specialized_kernel_gradient(arguments):
-    """A driver ``drive(x, gy, grad, items)`` with ``arguments`` compiled in.
-
-    ``arguments`` come from :func:`kernel_gradient_plan`.
+def _specialized_driver(arguments):
+    """A driver ``drive(a, b, out, items)`` with ``arguments`` (task number first) compiled in.
 
     The constants are named inside each parallel loop, as in
     :func:`numbaconv.cpu.direct.specialized_kernel`, so that LLVM sees them
-    there: the ``CB`` × ``OCB`` tile unrolls into registers (measured on
+    there: the ``CB`` × ``OCB`` tiles unroll into registers (measured on
     56²×64→64 3x3, N=8: 375-387 GFLOP/s against 59 for the generic driver).
     """
-    DEPTHWISE, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB, OCB, ROWS, SPLITS, CG = arguments
+    TASK, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB, OCB, ROWS, SPLITS, CG = arguments
 
     @kernel_jit(parallel=True, fastmath=_CONTRACT)
-    def drive(x, gy, grad, items):
-        if DEPTHWISE:
+    def drive(a, b, out, items):
+        if TASK == 0:
             for item in prange(items):
-                _depthwise_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
+                _dense_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
+                            OCB, ROWS, SPLITS, CG)
+        elif TASK == 1:
+            for item in prange(items):
+                _depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
                                 CB, OCB, ROWS, SPLITS, CG)
         else:
             for item in prange(items):
-                _dense_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
-                            OCB, ROWS, SPLITS, CG)
+                _narrow_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
+                             OCB, ROWS, SPLITS, CG)
 
     return drive
+
+
+def _run(arguments, items, a, b, out, specialized):
+    """Run task ``arguments[0]`` over ``items``, by the specialized or the generic driver."""
+    if specialized:
+        drive = kernel_cache.get(("cpu", "backward", "specialized", arguments),
+                                 lambda: _specialized_driver(arguments))
+        drive(a, b, out, items)
+    else:
+        _GENERIC[arguments[0]](a, b, out, items, *arguments[1:])
 
 
 #: Output pixels per chunk of the kernel gradient: enough to amortize loading
@@ -278,8 +356,8 @@ def kernel_gradient_plan(spec, threads):
     Returns
     -------
     arguments : tuple
-        ``(DEPTHWISE, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB, OCB,
-        ROWS, SPLITS, CG)``: the geometry, the tile (``CB`` input channels ×
+        ``(TASK, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB, OCB,
+        ROWS, SPLITS, CG)``: the task number, the geometry, the tile (``CB`` input channels ×
         ``OCB`` filters; for a depthwise layer, ``OCB`` lanes and ``CB``
         pixels per step), the chunk
         of ``ROWS`` output rows, the number ``SPLITS`` of private copies the
@@ -297,11 +375,10 @@ def kernel_gradient_plan(spec, threads):
     blocks (each share re-reads the output gradient, from cache for small
     layers and streamed once more for large ones), and only then by pixels.
     """
-    lanes = 64 // np.dtype(spec.dtype).itemsize
     groups = spec.groups
     cin, cout = spec.in_channels // groups, spec.filters // groups
     depthwise = cin == 1 and cout == 1
-    ocb = 4 * lanes
+    ocb = _filter_lanes(spec)
     if depthwise:  # cb: pixels per vector step (see _depthwise_kernel_gradient_task)
         few = groups < ocb
         cb = ocb // groups if few and ocb % groups == 0 and spec.strides[1] == 1 else 1
@@ -322,7 +399,8 @@ def kernel_gradient_plan(spec, threads):
             splits = min(out_rows, -(-threads // (units * shares)))
             rows = min(rows, -(-out_rows // splits))  # a chunk for every split
     kh, kw = spec.kernel_size
-    arguments = (depthwise, kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0],
+    task = DEPTHWISE_KERNEL_GRADIENT if depthwise else DENSE_KERNEL_GRADIENT
+    arguments = (task, kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0],
                  spec.pads[1][0], groups, cin, cout, cb, ocb, rows, splits, shares)
     return arguments, splits * units * shares
 
@@ -344,21 +422,45 @@ def kernel_gradient(spec, x, gy, specialized, threads=None):
         gy = blocks.reshape(*gy.shape[:3], groups * padded)
     kh, kw = spec.kernel_size
     grad = np.zeros((splits, kh, kw, cin, groups * padded), dtype=gy.dtype)
-    depthwise = arguments[0]
-    if depthwise:  # flat rows: a pixel's channels and the next pixel's are contiguous
+    if arguments[0] == DEPTHWISE_KERNEL_GRADIENT:  # flat rows: see the task
         x = x.reshape(*x.shape[:2], -1)
         gy = gy.reshape(*gy.shape[:2], -1)
-    if specialized:
-        drive = kernel_cache.get(("cpu", "kernel_gradient", "specialized", arguments),
-                                 lambda: _specialized_kernel_gradient(arguments))
-        drive(x, gy, grad, items)
-    else:
-        _GENERIC_KERNEL_GRADIENT[depthwise](x, gy, grad, items, *arguments[1:])
+    _run(arguments, items, x, gy, grad, specialized)
     grad = grad[0] if splits == 1 else grad.sum(axis=0)
     if padded != cout:
         grad = np.ascontiguousarray(
             grad.reshape(kh, kw, cin, groups, padded)[..., :cout].reshape(kh, kw, cin, -1))
     return grad
+
+
+#: Input channels up to which the input gradient sums along the filters
+#: (:func:`_narrow_input_gradient_task`) instead of running as a convolution.
+NARROW_CHANNELS = 4
+
+
+def _filter_lanes(spec):
+    """Filters per block: four vectors (64 float32, 32 float64)."""
+    return 4 * 64 // np.dtype(spec.dtype).itemsize
+
+
+def is_narrow(spec):
+    """Whether :func:`narrow_input_gradient` computes ``spec``'s input gradient."""
+    return (spec.groups == 1 and spec.in_channels <= NARROW_CHANNELS
+            and spec.filters % _filter_lanes(spec) == 0)
+
+
+def narrow_input_gradient(spec, gy, kernel, gx, specialized):
+    """The input gradient of a layer :func:`is_narrow` accepts, into channels_last ``gx``.
+
+    ``gy`` is channels_last, ``kernel`` the C-contiguous Keras-layout kernel
+    of ``gx``'s dtype.
+    """
+    kh, kw = spec.kernel_size
+    cin = spec.in_channels
+    cb = max(d for d in range(1, TILE_VECTORS // 4 + 1) if cin % d == 0)
+    arguments = (NARROW_INPUT_GRADIENT, kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0],
+                 spec.pads[1][0], 1, cin, spec.filters, cb, _filter_lanes(spec), 0, 1, 1)
+    _run(arguments, gx.shape[0] * gx.shape[1], gy, kernel, gx, specialized)
 
 
 def bias_gradient(gy):
