@@ -138,12 +138,14 @@ def _kernel_gradient_per_tap(x, grad_output, kernel_shape, strides, pads, dilati
 # (channels, filters, groups, strides, dilation, padding): dense with filter blocks
 # of 64 and a remainder, few filters (split by channels, then pixels), grouped,
 # depthwise by whole and overlapping channel blocks, by pixel pairs (16 channels:
-# float64 steps of 32 lanes) and one pixel at a time, groups of 4 filters (padded).
+# float64 steps of 32 lanes) and one pixel at a time, groups of 4 filters (padded),
+# groups of 4 and 2 channels in and out (by shifts).
 KERNEL_GRADIENT_CASES = [(9, 70, 1, 1, 1, "same"), (12, 128, 1, 2, 1, "same"),
                          (6, 8, 1, 1, 2, "valid"), (3, 16, 1, 2, 1, "same"),
                          (8, 64, 2, 1, 1, "same"), (128, 128, 128, 1, 1, "same"),
                          (40, 40, 40, 2, 1, "same"), (6, 12, 3, 1, 1, "same"),
-                         (16, 16, 16, 1, 2, "same"), (12, 12, 12, 1, 1, "valid")]
+                         (16, 16, 16, 1, 2, "same"), (12, 12, 12, 1, 1, "valid"),
+                         (64, 64, 16, 2, 1, "same"), (32, 32, 16, 1, 1, "valid")]
 
 
 @pytest.mark.parametrize("channels, filters, groups, strides, dilation, padding",
@@ -169,7 +171,8 @@ def test_kernel_gradient_work_splits(channels, filters, groups, strides, dilatio
 
 @pytest.mark.parametrize("channels, filters, groups, dtype", [
     (8, 64, 1, "float32"), (3, 128, 1, "float64"), (64, 64, 64, "float32"),
-    (96, 96, 96, "float32"), (32, 32, 32, "float32"), (8, 32, 4, "float32")])
+    (96, 96, 96, "float32"), (32, 32, 32, "float32"), (8, 32, 4, "float32"),
+    (128, 128, 32, "float32")])
 def test_specialized_kernel_gradient(channels, filters, groups, dtype):
     # The compiled-in tiles (registers, unrolled) against the per-tap sums.
     from numbaconv.cpu import backward

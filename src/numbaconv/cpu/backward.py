@@ -32,6 +32,7 @@ from numba import njit, prange
 
 from ..cache import kernel_cache
 from ..jit import kernel_jit
+from . import layout
 from .direct import _CONTRACT, _valid_range
 
 __all__ = ["bias_gradient", "input_gradient", "is_narrow", "kernel_gradient",
@@ -83,8 +84,9 @@ def input_gradient(gy, wt, gx, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT):
                                 gx[n, ih, iw, g * CIN + c] += grad * wt[ki, kj, f, c]
 
 
-def _kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
-                          OCB, ROWS, SPLITS, CG):
+@njit(inline="always")
+def _kernel_gradient_tiles(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
+                           OCB, ROWS, SPLITS, CG, SHIFTED):
     """One work item of the kernel gradient of a dense or grouped layer (channels_last).
 
     ``grad[s, ki, kj, c, f] = Σ x[n, ih, iw, g·CIN + c] · gy[n, oh, ow, f]``
@@ -97,6 +99,9 @@ def _kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, 
     runs over the chunk in registers, each output gradient vector loaded
     feeding ``CB`` multiply-adds — a matrix product with the filters
     innermost, as the forward's dense nest.
+
+    ``SHIFTED``: the sums of narrow groups (:func:`_shifted_kernel_gradient_task`),
+    where "channel" ``c`` is a shift and lane ``o`` reads channel ``c + f0 + o``.
     """
     H, W = x.shape[1], x.shape[2]
     OH, OW = gy.shape[1], gy.shape[2]
@@ -137,12 +142,43 @@ def _kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, 
                             iw = np.uint64(ow * SW - PL + kj * DW)
                             col = np.uint64(ow)
                             for c in range(CB):
-                                value = x[n, ih, iw, np.uint64(x0 + c0 + c)]
-                                for o in range(OCB):
-                                    acc[c * OCB + o] += value * gy[n, oh, col, np.uint64(f0 + o)]
+                                if SHIFTED:  # a vector of channels (G is 1, x0 is 0)
+                                    for o in range(OCB):
+                                        acc[c * OCB + o] += (x[n, ih, iw, np.uint64(c0 + c + f0 + o)]
+                                                             * gy[n, oh, col, np.uint64(f0 + o)])
+                                else:  # one channel for every filter
+                                    value = x[n, ih, iw, np.uint64(x0 + c0 + c)]
+                                    for o in range(OCB):
+                                        acc[c * OCB + o] += value * gy[n, oh, col,
+                                                                       np.uint64(f0 + o)]
                     for c in range(CB):
                         for o in range(OCB):
                             grad[s, ki, kj, c0 + c, f0 + o] = acc[c * OCB + o]
+
+
+def _kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
+                          OCB, ROWS, SPLITS, CG):
+    """:func:`_kernel_gradient_tiles` of a dense or grouped layer."""
+    _kernel_gradient_tiles(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
+                           OCB, ROWS, SPLITS, CG, False)
+
+
+def _shifted_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                  COUT, CB, OCB, ROWS, SPLITS, CG):
+    """The kernel gradient of groups of ``w`` channels in and out (ResNeXt's 4), by shifts.
+
+    Padded to whole blocks of filters, groups of 4 filters would waste 15/16
+    of the arithmetic.  Instead, as the forward's shifted nest, lane ``o`` of
+    a 64-filter block sums, for every shift ``c`` (``CIN`` of them: ``2w − 1``
+    rounded up to whole tiles), the filter's output gradient times input
+    channel ``f0 + o + c − (w − 1)``: every load contiguous, about twice the
+    useful arithmetic.  The shifts whose channel is in the filter's group
+    are the gradient (:func:`kernel_gradient` picks them); the others are
+    discarded.  ``x`` has ``w − 1`` zero channels before each pixel's and
+    enough after them.
+    """
+    _kernel_gradient_tiles(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
+                           OCB, ROWS, SPLITS, CG, True)
 
 
 def _depthwise_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
@@ -273,9 +309,12 @@ def _narrow_input_gradient_task(gy, w, gx, item, KH, KW, SH, SW, DH, DW, PT, PL,
 #: The tasks by number, the drivers' compile-time selector.  Inlined into
 #: the drivers; module globals so that Numba's disk cache keys the
 #: specialized closures by their integer constants only.
-DENSE_KERNEL_GRADIENT, DEPTHWISE_KERNEL_GRADIENT, NARROW_INPUT_GRADIENT = range(3)
-_dense_task, _depthwise_task, _narrow_task = (njit(inline="always")(task) for task in (
-    _kernel_gradient_task, _depthwise_kernel_gradient_task, _narrow_input_gradient_task))
+(DENSE_KERNEL_GRADIENT, DEPTHWISE_KERNEL_GRADIENT, NARROW_INPUT_GRADIENT,
+ SHIFTED_KERNEL_GRADIENT) = range(4)
+_dense_task, _depthwise_task, _narrow_task, _shifted_task = (
+    njit(inline="always")(task) for task in (
+        _kernel_gradient_task, _depthwise_kernel_gradient_task, _narrow_input_gradient_task,
+        _shifted_kernel_gradient_task))
 
 
 def _generic_driver(TASK):
@@ -292,15 +331,19 @@ def _generic_driver(TASK):
             for item in prange(items):
                 _depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
                                 CB, OCB, ROWS, SPLITS, CG)
-        else:
+        elif TASK == 2:
             for item in prange(items):
                 _narrow_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
                              OCB, ROWS, SPLITS, CG)
+        else:
+            for item in prange(items):
+                _shifted_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
+                              OCB, ROWS, SPLITS, CG)
 
     return drive
 
 
-_GENERIC = [_generic_driver(task) for task in range(3)]
+_GENERIC = [_generic_driver(task) for task in range(4)]
 
 
 def _specialized_driver(arguments):
@@ -323,10 +366,14 @@ def _specialized_driver(arguments):
             for item in prange(items):
                 _depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
                                 CB, OCB, ROWS, SPLITS, CG)
-        else:
+        elif TASK == 2:
             for item in prange(items):
                 _narrow_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
                              OCB, ROWS, SPLITS, CG)
+        else:
+            for item in prange(items):
+                _shifted_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
+                              OCB, ROWS, SPLITS, CG)
 
     return drive
 
@@ -348,6 +395,15 @@ CHUNK_PIXELS = 256
 #: Accumulators per kernel-gradient tile, in vector registers (as the
 #: forward's dense tile: more spill).
 TILE_VECTORS = 16
+
+
+def _shifted(spec):
+    """Whether the kernel gradient of ``spec`` runs by shifts: groups of 2-16 channels in and
+    as many filters out, whole groups per filter block (ResNeXt's 4)."""
+    width = spec.in_channels // spec.groups
+    ocb = _filter_lanes(spec)
+    return (spec.groups > 1 and spec.filters == spec.in_channels and 2 <= width <= 16
+            and ocb % width == 0 and spec.filters % ocb == 0)
 
 
 def kernel_gradient_plan(spec, threads):
@@ -379,10 +435,15 @@ def kernel_gradient_plan(spec, threads):
     cin, cout = spec.in_channels // groups, spec.filters // groups
     depthwise = cin == 1 and cout == 1
     ocb = _filter_lanes(spec)
+    task = DEPTHWISE_KERNEL_GRADIENT if depthwise else DENSE_KERNEL_GRADIENT
     if depthwise:  # cb: pixels per vector step (see _depthwise_kernel_gradient_task)
         few = groups < ocb
         cb = ocb // groups if few and ocb % groups == 0 and spec.strides[1] == 1 else 1
         units, c_blocks = 1, 1  # items split the pixels only
+    elif _shifted(spec):  # one group of 2w - 1 shifts (rounded up to tiles) by all filters
+        task, cb = SHIFTED_KERNEL_GRADIENT, TILE_VECTORS // 4
+        groups, cin, cout = 1, -(-(2 * cin - 1) // cb) * cb, spec.filters
+        units, c_blocks = cout // ocb, cin // cb
     else:
         cout = -(-cout // ocb) * ocb
         cb = max(d for d in range(1, TILE_VECTORS // 4 + 1) if cin % d == 0)
@@ -399,7 +460,6 @@ def kernel_gradient_plan(spec, threads):
             splits = min(out_rows, -(-threads // (units * shares)))
             rows = min(rows, -(-out_rows // splits))  # a chunk for every split
     kh, kw = spec.kernel_size
-    task = DEPTHWISE_KERNEL_GRADIENT if depthwise else DENSE_KERNEL_GRADIENT
     arguments = (task, kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0],
                  spec.pads[1][0], groups, cin, cout, cb, ocb, rows, splits, shares)
     return arguments, splits * units * shares
@@ -425,12 +485,30 @@ def kernel_gradient(spec, x, gy, specialized, threads=None):
     if arguments[0] == DEPTHWISE_KERNEL_GRADIENT:  # flat rows: see the task
         x = x.reshape(*x.shape[:2], -1)
         gy = gy.reshape(*gy.shape[:2], -1)
+    if arguments[0] == SHIFTED_KERNEL_GRADIENT:
+        return _shifted_kernel_gradient(spec, arguments, items, x, gy, specialized)
     _run(arguments, items, x, gy, grad, specialized)
     grad = grad[0] if splits == 1 else grad.sum(axis=0)
     if padded != cout:
         grad = np.ascontiguousarray(
             grad.reshape(kh, kw, cin, groups, padded)[..., :cout].reshape(kh, kw, cin, -1))
     return grad
+
+
+def _shifted_kernel_gradient(spec, arguments, items, x, gy, specialized):
+    """:func:`kernel_gradient` by :func:`_shifted_kernel_gradient_task`."""
+    kh, kw = spec.kernel_size
+    width = spec.in_channels // spec.groups
+    shifts, splits = arguments[10], arguments[15]
+    padded, _ = layout.pad_channels(x, "channels_last", ((0, 0), (0, 0)),
+                                    (width - 1, shifts - width), x.dtype)
+    sums = np.zeros((splits, kh, kw, shifts, spec.filters), dtype=gy.dtype)
+    _run(arguments, items, padded, gy, sums, specialized)
+    sums = sums.sum(axis=0)
+    # Channel c of filter f's group came from shift c - f % width + width - 1.
+    member = np.arange(spec.filters) % width
+    picks = np.arange(width)[:, None] - member + width - 1
+    return np.take_along_axis(sums, np.broadcast_to(picks, (kh, kw, *picks.shape)), axis=2)
 
 
 #: Input channels up to which the input gradient sums along the filters
