@@ -411,19 +411,22 @@ def backward(spec, x, kernel, grad_output, hot=True):
     cin = spec.in_channels // spec.groups
     geometry = (kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0], spec.pads[1][0],
                 spec.groups, cin, spec.filters // spec.groups)
-    grad_x = np.empty(xl.shape, dtype=dtype)
     grad_kernel = np.zeros((kh, kw, cin, spec.filters), dtype=dtype)
     if xl.size and gy.size:
         specialized = wants_specialized(spec, hot)
-        if cpu_backward.is_narrow(spec):
-            cpu_backward.narrow_input_gradient(spec, gy, np.ascontiguousarray(kernel), grad_x,
-                                               specialized)
-        elif not _input_gradient_by_convolution(spec, gy, kernel, grad_x, hot):
-            transposed = np.ascontiguousarray(kernel.transpose(0, 1, 3, 2))
-            cpu_backward.input_gradient(gy, transposed, grad_x, *geometry)
+        grad_x = None if cpu_backward.is_narrow(spec) else _input_gradient_by_convolution(
+            spec, gy, kernel, hot)
+        if grad_x is None:
+            grad_x = np.empty(xl.shape, dtype=dtype)
+            if cpu_backward.is_narrow(spec):
+                cpu_backward.narrow_input_gradient(spec, gy, np.ascontiguousarray(kernel),
+                                                   grad_x, specialized)
+            else:
+                transposed = np.ascontiguousarray(kernel.transpose(0, 1, 3, 2))
+                cpu_backward.input_gradient(gy, transposed, grad_x, *geometry)
         grad_kernel = cpu_backward.kernel_gradient(spec, xl, gy, specialized)
     else:
-        grad_x[...] = 0
+        grad_x = np.zeros(xl.shape, dtype=dtype)
     grad_bias = cpu_backward.bias_gradient(gy)
     if channels_first:
         grad_x = np.ascontiguousarray(grad_x.transpose(0, 3, 1, 2))
@@ -447,8 +450,8 @@ def _phase_taps(size, kernel, stride, dilation, pad_before, phase):
     return count, taps, (phase + pad_before - first) // stride - (len(taps) - 1), 1
 
 
-def _input_gradient_by_convolution(spec, gy, kernel, grad_x, hot):
-    """The input gradient of ``spec`` as forward convolutions, into ``grad_x``.
+def _input_gradient_by_convolution(spec, gy, kernel, hot):
+    """The input gradient of ``spec`` (channels_last) as forward convolutions.
 
     The transposed convolution of a stride-1 layer is itself a convolution:
     of the output gradient, padded by the kernel extent minus the forward
@@ -456,20 +459,24 @@ def _input_gradient_by_convolution(spec, gy, kernel, grad_x, hot):
     within each group.  With stride ``s`` it splits into one such
     convolution per phase of the input pixels (``ih mod s``, ``iw mod s``),
     with the taps that reach that phase.  So it runs on the fast, specialized
-    forward kernels.  Returns False (nothing written) when an axis is both
-    strided and dilated, and for strided depthwise layers, whose phases are
-    too small to pay for the calls (measured on 112²×96 stride 2: 2.5x slower
-    than the generic nest), which the generic nest of
-    :mod:`numbaconv.cpu.backward` computes.
+    forward kernels.  Returns None when an axis is both strided and dilated,
+    and for strided depthwise layers, whose phases are too small to pay for
+    the calls (measured on 112²×96 stride 2: 2.5x slower than the generic
+    nest), which the generic nest of :mod:`numbaconv.cpu.backward` computes.
     """
     if any(s > 1 and d > 1 for s, d in zip(spec.strides, spec.dilation)):
-        return False
+        return None
     if spec.strides != (1, 1) and spec.is_depthwise and spec.filters == spec.groups:
-        return False
+        return None
     kh, kw = spec.kernel_size
     # (kh, kw, cout, groups * cin), flipped: tap t of the kernel is tap kh - 1 - t here.
     flipped = layout.flipped_transposed_kernel(kernel, spec.groups)
     out_h, out_w = spec.output_hw
+    if spec.strides == (1, 1):  # one phase: the convolution's output is the gradient
+        rows = _phase_taps(spec.height, kh, 1, spec.dilation[0], spec.pads[0][0], 0)
+        cols = _phase_taps(spec.width, kw, 1, spec.dilation[1], spec.pads[1][0], 0)
+        return _phase_gradient(spec, gy, flipped, rows, cols, (out_h, out_w), hot)
+    grad_x = np.empty((spec.batch, spec.height, spec.width, spec.in_channels), dtype=gy.dtype)
     for a in range(spec.strides[0]):
         rows = _phase_taps(spec.height, kh, spec.strides[0], spec.dilation[0],
                            spec.pads[0][0], a)
@@ -478,7 +485,7 @@ def _input_gradient_by_convolution(spec, gy, kernel, grad_x, hot):
                                spec.pads[1][0], b)
             target = grad_x[:, a::spec.strides[0], b::spec.strides[1]]
             target[...] = _phase_gradient(spec, gy, flipped, rows, cols, (out_h, out_w), hot)
-    return True
+    return grad_x
 
 
 def _phase_gradient(spec, gy, flipped, rows, cols, out_hw, hot):

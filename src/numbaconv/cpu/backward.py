@@ -541,6 +541,27 @@ def narrow_input_gradient(spec, gy, kernel, gx, specialized):
     _run(arguments, gx.shape[0] * gx.shape[1], gy, kernel, gx, specialized)
 
 
-def bias_gradient(gy):
-    """``Σ gy`` over batch and pixels (channels_last ``gy``), in float64 then cast."""
-    return gy.sum(axis=(0, 1, 2), dtype=np.float64).astype(gy.dtype)
+@kernel_jit(parallel=True)
+def _column_sums(rows, partial):
+    """``partial[t]``: float64 sums of the columns of task ``t``'s share of ``rows``."""
+    T = partial.shape[0]
+    count, width = rows.shape
+    for t in prange(T):
+        sums = np.zeros(width, dtype=np.float64)  # local: no aliasing with ``rows``
+        for r in range(t * count // T, (t + 1) * count // T):
+            for c in range(width):
+                sums[c] += rows[np.uint64(r), np.uint64(c)]
+        partial[t] = sums
+
+
+def bias_gradient(gy, threads=None):
+    """``Σ gy`` over batch and pixels (C-contiguous channels_last ``gy``), in float64 then cast.
+
+    A parallel nest: NumPy's float64 sum over the leading axes of a float32
+    array ran at ~0.6 GB/s, half the time of a depthwise layer's backward.
+    """
+    threads = numba.get_num_threads() if threads is None else threads
+    rows = gy.reshape(-1, gy.shape[-1])
+    partial = np.empty((max(1, min(threads, rows.shape[0])), rows.shape[1]), dtype=np.float64)
+    _column_sums(rows, partial)
+    return partial.sum(axis=0).astype(gy.dtype)
