@@ -401,8 +401,9 @@ def backward(spec, x, kernel, grad_output, hot=True):
     dtype = np.dtype(spec.dtype)
     channels_first = spec.data_format == "channels_first"
 
-    def channels_last(array):
-        array = array.transpose(0, 2, 3, 1) if channels_first else array
+    def channels_last(array):  # parallel reorders: NumPy's transposing copies are slow
+        if channels_first:
+            return layout.to_channels_last(array, dtype)
         return np.ascontiguousarray(array, dtype=dtype)
 
     xl, gy = channels_last(x), channels_last(grad_output)
@@ -429,7 +430,7 @@ def backward(spec, x, kernel, grad_output, hot=True):
         grad_x = np.zeros(xl.shape, dtype=dtype)
     grad_bias = cpu_backward.bias_gradient(gy)
     if channels_first:
-        grad_x = np.ascontiguousarray(grad_x.transpose(0, 3, 1, 2))
+        grad_x = layout.to_channels_first(np.ascontiguousarray(grad_x))
     return grad_x, grad_kernel, grad_bias
 
 

@@ -18,7 +18,7 @@ from numba import prange
 from ..jit import kernel_jit
 
 __all__ = ["flipped_transposed_kernel", "pad_channels", "prepare_input", "scratch",
-           "to_channels_first"]
+           "to_channels_first", "to_channels_last"]
 
 # The copies index flat arrays with unsigned indices: no views in the loops
 # (each costs an atomic reference count, which threads contend for) and no
@@ -225,6 +225,14 @@ def _pad_channels_last(x, data_format, pads, channel_pads, dtype):
                             front + channels + back), dtype)
     non_finite = _gather_channels_last(x, out, top, left, front, data_format == "channels_first")
     return out, non_finite == 0
+
+
+def to_channels_last(x, dtype):
+    """The channels_first array ``x`` as a new C-contiguous channels_last array of ``dtype``."""
+    x = _compute_array(x, dtype)
+    out = np.empty((x.shape[0], x.shape[2], x.shape[3], x.shape[1]), dtype=dtype)
+    _gather_channels_last(x, out, 0, 0, 0, True)
+    return out
 
 
 def to_channels_first(y, out=None):
