@@ -473,7 +473,9 @@ def kernel_gradient(spec, x, gy, specialized, threads=None):
     is split for ``threads`` (default: Numba's thread count).
     """
     threads = numba.get_num_threads() if threads is None else threads
-    arguments, items = kernel_gradient_plan(spec, threads)
+    # Remembered (planning costs tens of microseconds, a small layer's whole kernel).
+    arguments, items = kernel_cache.get(("kernel_gradient_plan", spec, threads),
+                                        lambda: kernel_gradient_plan(spec, threads))
     groups, cin, padded, splits = arguments[9], arguments[10], arguments[11], arguments[15]
     cout = spec.filters // groups
     if padded != cout:  # zero filters up to whole blocks
