@@ -2,7 +2,8 @@
 
 Shapes come from :data:`numbaconv.bench.SUITE` (the side-by-side benchmark's
 suite) at batch 1, in both layouts.  ``setup`` builds the layer and compiles
-its kernel, so ``time_*`` and ``peakmem_*`` measure steady-state calls;
+its kernel, so ``time_*`` and ``peakmem_*`` measure steady-state calls
+(forward, and the backward of a training call);
 ``timeraw_first_call`` measures a fresh process's first call (import,
 compile or disk-cache load included).
 """
@@ -49,6 +50,36 @@ class Conv2DForward:
         for _ in range(7):
             start = time.perf_counter()
             self.layer(self.x)
+            times.append(time.perf_counter() - start)
+        return self.flops / float(np.median(times)) / 1e9
+
+    track_gflops.unit = "GFLOP/s"
+
+
+class Conv2DBackward:
+    """``layer.backward`` (input, kernel and bias gradients) after a training call."""
+
+    params = (list(CASES), ["channels_last"])
+    param_names = ["layer", "data_format"]
+    timeout = 300
+
+    def setup(self, name, data_format):
+        case = CASES[name]
+        self.layer = _layer(case, data_format)
+        x = np.random.default_rng(0).random((1, case.size, case.size, case.channels),
+                                            dtype=np.float32)
+        self.grad = np.ones_like(self.layer(x, training=True))
+        self.layer.backward(self.grad)  # compile outside the measurements
+        self.flops = 2 * case.flops(1)
+
+    def time_backward(self, name, data_format):
+        self.layer.backward(self.grad)
+
+    def track_gflops(self, name, data_format):
+        times = []
+        for _ in range(7):
+            start = time.perf_counter()
+            self.layer.backward(self.grad)
             times.append(time.perf_counter() - start)
         return self.flops / float(np.median(times)) / 1e9
 
