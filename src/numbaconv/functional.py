@@ -364,6 +364,10 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
            [6., 9., 9., 9., 6.],
            [4., 6., 6., 6., 4.]], dtype=float32)
     """
+    if type(inputs).__module__.startswith("dask."):  # lazy, block by block (imports dask)
+        from .dask_support import conv2d as dask_conv2d
+        return dask_conv2d(inputs, kernel, strides, padding, data_format, dilation_rate, bias,
+                           activation, device)
     target = resolve_device(device, inputs)
     on_device = cuda_target.is_device_array(inputs)
     if on_device and target == "cuda" and cuda_target.in_place(inputs):

@@ -552,6 +552,9 @@ class Conv2D:
         pre-activation output for :meth:`backward`; otherwise the layer
         behaves the same either way.
         """
+        if type(inputs).__module__.startswith("dask."):  # lazy, block by block (imports dask)
+            from .dask_support import layer_call
+            return layer_call(self, inputs, training)
         outputs = self._train_forward(inputs) if training else self.call(inputs)
         self._activity_losses = []
         if self.activity_regularizer is not None:
