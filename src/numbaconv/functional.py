@@ -309,7 +309,9 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
     ----------
     inputs : array_like
         4-D: ``(batch, height, width, channels)`` for ``"channels_last"``,
-        ``(batch, channels, height, width)`` for ``"channels_first"``.
+        ``(batch, channels, height, width)`` for ``"channels_first"``.  A
+        ``dask.array.Array`` gives a lazy dask array, computed block by block
+        with halos where the image is chunked (see :mod:`numbaconv.dask_support`).
     kernel : array_like
         Keras layout ``(kernel_h, kernel_w, in_channels // groups, filters)``;
         the number of groups is inferred as ``in_channels // kernel.shape[2]``.
@@ -336,9 +338,10 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
 
     Returns
     -------
-    numpy.ndarray or numba device array
+    numpy.ndarray, numba device array or dask.array.Array
         A Numba device array when ``inputs`` is a device array and the
-        computation ran on the GPU; a NumPy array otherwise.
+        computation ran on the GPU; a lazy dask array for a dask input; a
+        NumPy array otherwise.
         float32/float64 inputs compute and return in their own precision
         (the wider of inputs and kernel); integer and bool inputs compute in
         float32; float16 computes in float32 and returns float16.

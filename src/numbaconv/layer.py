@@ -550,7 +550,8 @@ class Conv2D:
 
         ``training=True`` computes on the CPU and keeps the input and the
         pre-activation output for :meth:`backward`; otherwise the layer
-        behaves the same either way.
+        behaves the same either way.  A ``dask.array.Array`` input gives a
+        lazy dask array (:mod:`numbaconv.dask_support`; not with ``training=True``).
         """
         if type(inputs).__module__.startswith("dask."):  # lazy, block by block (imports dask)
             from .dask_support import layer_call
