@@ -627,6 +627,44 @@ class Conv2D:
         """A new layer from :meth:`get_config` output (ours, Keras 3's or tf.keras 2's)."""
         return cls(**config)
 
+    # ---------------------------------------------------------- Keras interop
+    # Implemented in numbaconv.interop, imported on use: Keras and h5py are optional.
+    @classmethod
+    def from_keras(cls, keras_layer):
+        """A layer with a ``keras.layers.Conv2D``'s config and (if built) weights.
+
+        See :func:`numbaconv.interop.layer_from_keras` (Keras-only config keys:
+        LoRA merged into the kernel, quantized layers refused, others dropped
+        with a warning).
+        """
+        from .interop import layer_from_keras
+        return layer_from_keras(cls, keras_layer)
+
+    def to_keras(self):
+        """A ``keras.layers.Conv2D`` with this config and (if built) these weights.
+
+        See :func:`numbaconv.interop.layer_to_keras`; needs Keras 3.
+        """
+        from .interop import layer_to_keras
+        return layer_to_keras(self)
+
+    def save_weights(self, filepath, overwrite=True):
+        """Write the weights to a Keras 3 ``.weights.h5`` file (needs h5py).
+
+        See :func:`numbaconv.interop.save_weights`.
+        """
+        from .interop import save_weights
+        save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath, key=None):
+        """Set the weights from a Keras 3 ``.weights.h5`` or ``.keras`` file (needs h5py).
+
+        See :func:`numbaconv.interop.load_weights` (``key`` picks a layer in a
+        model's file; an unbuilt layer is built from the stored kernel).
+        """
+        from .interop import load_weights
+        load_weights(self, filepath, key=key)
+
     def __repr__(self):
         return (f"<{type(self).__name__} name={self.name}, filters={self.filters}, "
                 f"kernel_size={self.kernel_size}, strides={self.strides}, "
