@@ -5,11 +5,20 @@
 (4, 8, 8, 32)
 """
 
-from . import activations, constraints, initializers, regularizers, training
+from . import (
+    activations,
+    constraints,
+    initializers,
+    interop,
+    r_style,
+    regularizers,
+    training,
+)
 from .cache import clear_kernel_cache, kernel_cache_info
 from .dispatch import get_specialization, set_specialization
 from .functional import conv2d, conv2d_backward
 from .layer import Conv2D, Convolution2D
+from .r_style import layer_conv_2d
 from .spec import ConvSpec
 from .training import Sequential
 from .warmup import warmup
@@ -28,7 +37,10 @@ __all__ = [
     "conv2d_backward",
     "get_specialization",
     "initializers",
+    "interop",
     "kernel_cache_info",
+    "layer_conv_2d",
+    "r_style",
     "regularizers",
     "set_specialization",
     "training",
