@@ -256,3 +256,22 @@ def test_narrow_input_gradient(strides, padding, dilation, channels, specialized
     got = np.full(x.shape, np.nan)
     backward.narrow_input_gradient(spec, grad_output, kernel, got, specialized)
     assert relative_error(got, finite_differences(lambda: loss(x, kernel), x)) < 1e-6
+
+
+def test_reaching_taps_against_every_tap():
+    # The clipped tap ranges of the narrow input gradient, against testing each tap.
+    from numbaconv.cpu.backward import _reaching_taps
+
+    for kernel in (1, 2, 3, 7):
+        for stride, dilation in ((1, 1), (2, 1), (3, 1), (1, 2), (1, 3)):
+            for pad in range(4):
+                for count in range(1, 6):
+                    for position in range(12):
+                        want = [t for t in range(kernel)
+                                if (position + pad - t * dilation) % stride == 0
+                                and 0 <= (position + pad - t * dilation) // stride < count
+                                and position + pad - t * dilation >= 0]
+                        lo, hi, step = _reaching_taps.py_func(position, pad, kernel, dilation,
+                                                              stride, count)
+                        assert list(range(lo, hi, step)) == want, (
+                            kernel, stride, dilation, pad, count, position)

@@ -250,6 +250,25 @@ def _depthwise_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, P
                         grad[item, ki, kj, 0, c0 + lane] += total
 
 
+@njit(inline="always")
+def _reaching_taps(position, pad, K, D, S, count):
+    """``(lo, hi, step)``: the taps whose window reads input ``position``, as a range.
+
+    Tap ``t`` reads it for output ``(position + pad − t·D) / S`` when that
+    divides and lies in ``[0, count)``.  For ``D == 1`` those taps are every
+    ``S``-th; for ``S == 1``, consecutive.  (Not both above 1: see :func:`is_narrow`.)
+    """
+    start = position + pad
+    if S == 1:
+        lo = max(0, -((count - 1 - start) // D))  # ceil((start - count + 1) / D)
+        hi = min(K, start // D + 1) if start >= 0 else 0
+        return lo, max(lo, hi), 1
+    first = start % S
+    low = start - (count - 1) * S  # the smallest tap with an output in range
+    lo = first if low <= first else first + -((first - low) // S) * S
+    return lo, max(lo, min(K, start + 1)), S
+
+
 def _narrow_input_gradient_task(gy, w, gx, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
                                 CB, OCB, ROWS, SPLITS, CG):
     """One input row of the input gradient of a layer with few input channels (a stem's 3).
@@ -272,16 +291,14 @@ def _narrow_input_gradient_task(gy, w, gx, item, KH, KW, SH, SW, DH, DW, PT, PL,
         for c0 in range(0, CIN, CB):
             for lane in range(CB * OCB):
                 acc[lane] = 0
-            # Without dilation, only every SH-th row tap (SW-th column tap) can
-            # reach the pixel: start at the first.
-            for ki in range((ih + PT) % SH if DH == 1 else 0, KH, SH if DH == 1 else 1):
-                oh = _reading_output(ih, PT, ki, DH, SH, OH)
-                if oh < 0:
-                    continue
-                for kj in range((iw + PL) % SW if DW == 1 else 0, KW, SW if DW == 1 else 1):
-                    ow = _reading_output(iw, PL, kj, DW, SW, OW)
-                    if ow < 0:
-                        continue
+            # Clipped ranges of the taps that reach the pixel, no tests in the
+            # loops (with them, the sums left the registers: 60-70 GFLOP/s).
+            ki_lo, ki_hi, ki_step = _reaching_taps(ih, PT, KH, DH, SH, OH)
+            kj_lo, kj_hi, kj_step = _reaching_taps(iw, PL, KW, DW, SW, OW)
+            for ki in range(ki_lo, ki_hi, ki_step):
+                oh = (ih + PT - ki * DH) // SH
+                for kj in range(kj_lo, kj_hi, kj_step):
+                    ow = (iw + PL - kj * DW) // SW
                     nu, ohu, owu = np.uint64(n), np.uint64(oh), np.uint64(ow)
                     kiu, kju = np.uint64(ki), np.uint64(kj)
                     for f0 in range(0, COUT, OCB):
@@ -526,7 +543,8 @@ def _filter_lanes(spec):
 def is_narrow(spec):
     """Whether :func:`narrow_input_gradient` computes ``spec``'s input gradient."""
     return (spec.groups == 1 and spec.in_channels <= NARROW_CHANNELS
-            and spec.filters % _filter_lanes(spec) == 0)
+            and spec.filters % _filter_lanes(spec) == 0
+            and not any(s > 1 and d > 1 for s, d in zip(spec.strides, spec.dilation)))
 
 
 def narrow_input_gradient(spec, gy, kernel, gx, specialized):
