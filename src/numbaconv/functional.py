@@ -419,22 +419,22 @@ def backward(spec, x, kernel, grad_output, hot=True):
     cin = spec.in_channels // spec.groups
     geometry = (kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0], spec.pads[1][0],
                 spec.groups, cin, spec.filters // spec.groups)
-    grad_kernel = np.zeros((kh, kw, cin, spec.filters), dtype=dtype)
     if xl.size and gy.size:
         specialized = wants_specialized(spec, hot)
-        grad_x = None if cpu_backward.is_narrow(spec) else _input_gradient_by_convolution(
-            spec, gy, kernel, hot)
-        if grad_x is None:
+        if cpu_backward.is_narrow(spec):
             grad_x = np.empty(xl.shape, dtype=dtype)
-            if cpu_backward.is_narrow(spec):
-                cpu_backward.narrow_input_gradient(spec, gy, np.ascontiguousarray(kernel),
-                                                   grad_x, specialized)
-            else:
-                transposed = np.ascontiguousarray(kernel.transpose(0, 1, 3, 2))
-                cpu_backward.input_gradient(gy, transposed, grad_x, *geometry)
+            cpu_backward.narrow_input_gradient(spec, gy, np.ascontiguousarray(kernel), grad_x,
+                                               specialized)
+        else:
+            grad_x = _input_gradient_by_convolution(spec, gy, kernel, hot)
+        if grad_x is None:  # the generic gather nest
+            grad_x = np.empty(xl.shape, dtype=dtype)
+            transposed = np.ascontiguousarray(kernel.transpose(0, 1, 3, 2))
+            cpu_backward.input_gradient(gy, transposed, grad_x, *geometry)
         grad_kernel = cpu_backward.kernel_gradient(spec, xl, gy, specialized)
     else:
         grad_x = np.zeros(xl.shape, dtype=dtype)
+        grad_kernel = np.zeros((kh, kw, cin, spec.filters), dtype=dtype)
     grad_bias = cpu_backward.bias_gradient(gy)
     if channels_first:
         grad_x = layout.to_channels_first(np.ascontiguousarray(grad_x))
