@@ -23,12 +23,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
 
-import numbaconv  # noqa: E402
-from numbaconv import bench  # noqa: E402
+import numbaconv
+from numbaconv import bench
 
 DOCS = Path(__file__).resolve().parents[1]
 IMG = DOCS / "img"
@@ -76,6 +76,11 @@ def draw_grid(ax, size, pads, fed, title, color=INPUT, mark=None):
         for (r, c) in fed:
             ax.add_patch(Rectangle((c, rows - 1 - r), 1, 1, fill=False, edgecolor=FED,
                                    linewidth=2.0))
+    _frame(ax, rows, cols, title)
+
+
+def _frame(ax, rows, cols, title):
+    """Fit ``ax`` to a grid of ``rows`` × ``cols`` cells, without axes, titled."""
     ax.set_xlim(-0.2, cols + 0.2)
     ax.set_ylim(-0.2, rows + 0.2)
     ax.set_aspect("equal")
@@ -99,11 +104,7 @@ def draw_output(ax, spec, out_pixel, title):
             face = OUTPUT if mark[r, c] else "white"
             ax.add_patch(Rectangle((c, oh - 1 - r), 1, 1, facecolor=face, edgecolor="#888",
                                    linewidth=0.6))
-    ax.set_xlim(-0.2, ow + 0.2)
-    ax.set_ylim(-0.2, oh + 0.2)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    ax.set_title(title, fontsize=9)
+    _frame(ax, oh, ow, title)
 
 
 def pair(axes, size, kernel, out_pixel, label, **arguments):

@@ -472,7 +472,7 @@ def _input_gradient_by_convolution(spec, gy, kernel, hot):
     the calls (measured on 112²×96 stride 2: 2.5x slower than the generic
     nest), which the generic nest of :mod:`numbaconv.cpu.backward` computes.
     """
-    if any(s > 1 and d > 1 for s, d in zip(spec.strides, spec.dilation)):
+    if cpu_backward.strided_and_dilated(spec):
         return None
     if spec.strides != (1, 1) and spec.is_depthwise and spec.filters == spec.groups:
         return None

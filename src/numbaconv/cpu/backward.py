@@ -3,11 +3,13 @@
 For ``y[n, oh, ow, f] = b[f] + Σ x[n, oh·SH − PT + ki·DH, ow·SW − PL + kj·DW,
 g(f)·CIN + c] · w[ki, kj, c, f]`` (channels_last, group ``g(f) = f // COUT``):
 
-* the input gradient is a transposed direct convolution: each input pixel
-  gathers the output gradients of the windows that read it (``oh = (ih + PT −
-  ki·DH) / SH`` when that divides), times the weights transposed so that the
-  loop over the group's input channels is innermost and contiguous.  One task
-  per input row: each task writes only its own row, so no races;
+* the input gradient is a transposed direct convolution.  Most layers run
+  it as forward convolutions (:func:`numbaconv.functional.backward`); layers
+  with a few input channels (a stem's 3) sum along the filters here
+  (:func:`_narrow_input_gradient_task`); the rest (strided depthwise layers,
+  axes both strided and dilated) run :func:`input_gradient`, where each
+  input pixel gathers the output gradients of the windows that read it.  One
+  task per input row: each task writes only its own row, so no races;
 * the kernel gradient correlates input and output gradient: for each tap, a
   matrix product of the input's channels and the output gradient's filters
   over the output pixels (:func:`_kernel_gradient_task`), tiled in registers
@@ -16,12 +18,11 @@ g(f)·CIN + c] · w[ki, kj, c, f]`` (channels_last, group ``g(f) = f // COUT``):
   filters and channels give too few items, the pixels are split over private
   copies that are added up afterwards — race-free without atomics.
 
-Both read channels_last arrays (channels_first data is reordered around
-them).  The input gradient takes the geometry at run time (one compilation
-per dtype, cached on disk); the kernel gradient has a generic and a
-specialized driver, chosen as the forward's tiers are
-(:func:`numbaconv.dispatch.wants_specialized`).  Most input gradients run
-as forward convolutions instead (:func:`numbaconv.functional.backward`).
+All read channels_last arrays (channels_first data is reordered around
+them).  :func:`input_gradient` takes the geometry at run time (one
+compilation per dtype, cached on disk); the other nests are tasks of one
+table with a generic and a specialized driver, chosen as the forward's
+tiers are (:func:`numbaconv.dispatch.wants_specialized`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from . import layout
 from .direct import _CONTRACT, _valid_range
 
 __all__ = ["bias_gradient", "input_gradient", "is_narrow", "kernel_gradient",
-           "kernel_gradient_plan", "narrow_input_gradient"]
+           "kernel_gradient_plan", "narrow_input_gradient", "strided_and_dilated"]
 
 
 @njit(inline="always")
@@ -414,6 +415,21 @@ CHUNK_PIXELS = 256
 TILE_VECTORS = 16
 
 
+def _channel_tile(channels):
+    """Channels per register tile: the largest divisor of ``channels`` that keeps
+    :data:`TILE_VECTORS` accumulators with four-vector filter blocks."""
+    return max(d for d in range(1, TILE_VECTORS // 4 + 1) if channels % d == 0)
+
+
+def strided_and_dilated(spec):
+    """Whether an axis of ``spec`` has both a stride and a dilation above 1.
+
+    The taps reaching an input pixel are then no simple range
+    (:func:`_reaching_taps`): such layers run the generic gather nest.
+    """
+    return any(s > 1 and d > 1 for s, d in zip(spec.strides, spec.dilation))
+
+
 def _shifted(spec):
     """Whether the kernel gradient of ``spec`` runs by shifts: groups of 2-16 channels in and
     as many filters out, whole groups per filter block (ResNeXt's 4)."""
@@ -463,7 +479,7 @@ def kernel_gradient_plan(spec, threads):
         units, c_blocks = cout // ocb, cin // cb
     else:
         cout = -(-cout // ocb) * ocb
-        cb = max(d for d in range(1, TILE_VECTORS // 4 + 1) if cin % d == 0)
+        cb = _channel_tile(cin)
         units, c_blocks = groups * (cout // ocb), cin // cb
     out_h, out_w = spec.output_hw
     out_rows = spec.batch * out_h
@@ -493,41 +509,33 @@ def kernel_gradient(spec, x, gy, specialized, threads=None):
     # Remembered (planning costs tens of microseconds, a small layer's whole kernel).
     arguments, items = kernel_cache.get(("kernel_gradient_plan", spec, threads),
                                         lambda: kernel_gradient_plan(spec, threads))
+    task = arguments[0]
     groups, cin, padded, splits = arguments[9], arguments[10], arguments[11], arguments[15]
     cout = spec.filters // groups
     if padded != cout:  # zero filters up to whole blocks
         blocks = np.zeros((*gy.shape[:3], groups, padded), dtype=gy.dtype)
         blocks[..., :cout] = gy.reshape(*gy.shape[:3], groups, cout)
         gy = blocks.reshape(*gy.shape[:3], groups * padded)
-    kh, kw = spec.kernel_size
-    grad = np.zeros((splits, kh, kw, cin, groups * padded), dtype=gy.dtype)
-    if arguments[0] == DEPTHWISE_KERNEL_GRADIENT:  # flat rows: see the task
+    if task == DEPTHWISE_KERNEL_GRADIENT:  # flat rows: see the task
         x = x.reshape(*x.shape[:2], -1)
         gy = gy.reshape(*gy.shape[:2], -1)
-    if arguments[0] == SHIFTED_KERNEL_GRADIENT:
-        return _shifted_kernel_gradient(spec, arguments, items, x, gy, specialized)
+    width = spec.in_channels // spec.groups
+    if task == SHIFTED_KERNEL_GRADIENT:  # zero channels around each pixel's: see the task
+        x, _ = layout.pad_channels(x, "channels_last", ((0, 0), (0, 0)),
+                                   (width - 1, cin - width), x.dtype)
+    kh, kw = spec.kernel_size
+    grad = np.zeros((splits, kh, kw, cin, groups * padded), dtype=gy.dtype)
     _run(arguments, items, x, gy, grad, specialized)
     grad = grad[0] if splits == 1 else grad.sum(axis=0)
+    if task == SHIFTED_KERNEL_GRADIENT:
+        # Channel c of filter f's group came from shift c - f % width + width - 1.
+        member = np.arange(spec.filters) % width
+        picks = np.arange(width)[:, None] - member + width - 1
+        return np.take_along_axis(grad, np.broadcast_to(picks, (kh, kw, *picks.shape)), axis=2)
     if padded != cout:
         grad = np.ascontiguousarray(
             grad.reshape(kh, kw, cin, groups, padded)[..., :cout].reshape(kh, kw, cin, -1))
     return grad
-
-
-def _shifted_kernel_gradient(spec, arguments, items, x, gy, specialized):
-    """:func:`kernel_gradient` by :func:`_shifted_kernel_gradient_task`."""
-    kh, kw = spec.kernel_size
-    width = spec.in_channels // spec.groups
-    shifts, splits = arguments[10], arguments[15]
-    padded, _ = layout.pad_channels(x, "channels_last", ((0, 0), (0, 0)),
-                                    (width - 1, shifts - width), x.dtype)
-    sums = np.zeros((splits, kh, kw, shifts, spec.filters), dtype=gy.dtype)
-    _run(arguments, items, padded, gy, sums, specialized)
-    sums = sums.sum(axis=0)
-    # Channel c of filter f's group came from shift c - f % width + width - 1.
-    member = np.arange(spec.filters) % width
-    picks = np.arange(width)[:, None] - member + width - 1
-    return np.take_along_axis(sums, np.broadcast_to(picks, (kh, kw, *picks.shape)), axis=2)
 
 
 #: Input channels up to which the input gradient sums along the filters
@@ -544,7 +552,7 @@ def is_narrow(spec):
     """Whether :func:`narrow_input_gradient` computes ``spec``'s input gradient."""
     return (spec.groups == 1 and spec.in_channels <= NARROW_CHANNELS
             and spec.filters % _filter_lanes(spec) == 0
-            and not any(s > 1 and d > 1 for s, d in zip(spec.strides, spec.dilation)))
+            and not strided_and_dilated(spec))
 
 
 def narrow_input_gradient(spec, gy, kernel, gx, specialized):
@@ -555,9 +563,9 @@ def narrow_input_gradient(spec, gy, kernel, gx, specialized):
     """
     kh, kw = spec.kernel_size
     cin = spec.in_channels
-    cb = max(d for d in range(1, TILE_VECTORS // 4 + 1) if cin % d == 0)
     arguments = (NARROW_INPUT_GRADIENT, kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0],
-                 spec.pads[1][0], 1, cin, spec.filters, cb, _filter_lanes(spec), 0, 1, 1)
+                 spec.pads[1][0], 1, cin, spec.filters, _channel_tile(cin), _filter_lanes(spec),
+                 0, 1, 1)
     _run(arguments, gx.shape[0] * gx.shape[1], gy, kernel, gx, specialized)
 
 
