@@ -206,3 +206,18 @@ def test_prepare_input_copies_read_only_arrays_only_when_needed():
 def test_to_channels_first_is_a_transpose():
     y = np.random.default_rng(3).standard_normal((2, 17, 19, 35)).astype(np.float32)
     np.testing.assert_array_equal(layout.to_channels_first(y), y.transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("height", range(1, 10))
+@pytest.mark.parametrize("strides, dilation", [(1, 1), (2, 1), (1, 2), (3, 1)])
+def test_depthwise_row_pairs(height, strides, dilation, tier):
+    # Rows whose windows stay inside the input run in pairs from the first such row; heights
+    # 1-9 give none, an unpaired last row, or only pairs, with clipped rows above and below.
+    rng = np.random.default_rng(height * 100 + strides * 10 + dilation)
+    x = rng.standard_normal((2, height, 11, 32))
+    kernel = rng.standard_normal((3, 3, 1, 32))
+    bias = rng.standard_normal(32)
+    for padding, extra_rows in (("same", None), ("valid", 0), (((2, 0), (0, 1)), 2)):
+        if extra_rows is not None and height + extra_rows <= 2 * dilation:
+            continue  # the window does not fit
+        _check(x, kernel, strides, padding, dilation, bias, None)

@@ -345,120 +345,148 @@ def _grouped_shifted_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G,
                           CF, out, oh, ow, F, RELU)
 
 
-#: Output pixels per tile of the depthwise nest, each with its own sums in
-#: registers, sharing every tap's channel vector loaded (measured here on
-#: 112²×32: 4 beat 1, 2 and 8).
-DEPTHWISE_TILE = 4
+#: Output pixels per tile of the depthwise nest: 2 rows × 4 columns, each
+#: pixel with its own sums in registers, sharing every tap's weights and
+#: (across a row's pixels and the two rows) input vectors loaded.  Measured
+#: here, flat-indexed, 112²×32 and 14²×576 at N=1: 1 row × 4 pixels 255 and
+#: 160 GFLOP/s, 1 × 8 232 and 167, 2 × 4 298 and 237.
+DEPTHWISE_TILE = (2, 4)
 
 
 @njit(inline="always")
-def _depthwise_border_pixel(x, w, b, out, n, oh, ow, ih0, iw0, H, W, C, KH, KW, DH, DW, RELU):
-    """Output pixel ``out[n, oh, ow]``, whose window starts at ``(ih0, iw0)``, clipped.
+def _depthwise_clipped_pixel(x, w, b, out, n, oh, ow, H, W, OH, OW, C, KH, KW, SH, SW, DH, DW,
+                             PT, PL, RELU):
+    """One output pixel whose window the input's border clips: the taps inside only.
 
-    The taps accumulate in the output, tap by tap, each a vectorized loop
-    over channels.  Indexed in four dimensions rather than through flat
-    views: a view costs an atomic reference count, which the threads contend
-    for (measured: most of the border's cost).
+    Each tap is a vectorized loop over the channels, accumulated in the
+    output.  Flat indices as in :func:`_depthwise_tile`.
     """
-    zero = out.dtype.type(0)
+    ih0 = oh * SH - PT
+    iw0 = ow * SW - PL
+    ki_lo, ki_hi = _valid_range(KH, H, DH, ih0)
+    kj_lo, kj_hi = _valid_range(KW, W, DW, iw0)
+    at_out = ((n * OH + oh) * OW + ow) * C
     for c in range(C):
-        out[n, oh, ow, c] = b[c]
-    for ki in range(KH):
-        ih = ih0 + ki * DH
-        if 0 <= ih < H:
-            for kj in range(KW):
-                iw = iw0 + kj * DW
-                if 0 <= iw < W:
-                    for c in range(C):
-                        out[n, oh, ow, c] += x[n, ih, iw, c] * w[ki, kj, 0, c]
+        out[np.uint64(at_out + c)] = b[np.uint64(c)]
+    for ki in range(ki_lo, ki_hi):
+        for kj in range(kj_lo, kj_hi):
+            at = ((n * H + ih0 + ki * DH) * W + iw0 + kj * DW) * C
+            tap = (ki * KW + kj) * C
+            for c in range(C):
+                out[np.uint64(at_out + c)] += x[np.uint64(at + c)] * w[np.uint64(tap + c)]
     if RELU:
+        zero = out.dtype.type(0)
         for c in range(C):
-            out[n, oh, ow, c] = max(out[n, oh, ow, c], zero)
+            out[np.uint64(at_out + c)] = max(out[np.uint64(at_out + c)], zero)
 
 
 @njit(inline="always")
-def _depthwise_tile(x, w, b, out, n, oh, ow, ih0, iw0, C, KH, KW, SW, DH, DW, RELU):
-    """``TW`` (4) output pixels from ``out[n, oh, ow]`` whose windows lie inside the input.
+def _depthwise_tile(x, w, b, out, xb, ob, C, KH, KW, SH, SW, DH, DW, WC, OWC, RELU):
+    """2 output rows × 4 pixels whose windows lie inside the input.
 
-    The tap loops have constant trip counts and unroll, so the loop over
-    channels is the innermost one and is vectorized; each pixel keeps its
-    sum in registers (written out: a loop over pixels would be vectorized
-    instead), the four sharing each weight loaded.  Indexed in four
-    dimensions, not through views of the row: a view costs an atomic
-    reference count, which the threads contend for.
+    ``x``, ``w`` and ``out`` are flat views; ``xb`` is the flat index of the
+    first pixel's window corner, ``ob`` that of the first pixel, ``WC`` and
+    ``OWC`` the input's and output's row lengths (width × channels).  With
+    the channel count a constant, every tap's load is one base register plus
+    a constant offset (indexed in four dimensions, each load computed its
+    own address from run-time shapes: 2-3x slower).  The tap loops unroll,
+    so the loop over channels is the innermost one and is vectorized; each
+    pixel keeps its sum in registers (written out: a loop over pixels would
+    be vectorized instead).  Unsigned indices: signed ones get wraparound
+    checks that keep LLVM from vectorizing.
     """
-    n = np.uint64(n)
-    for ci in range(C):
-        c = np.uint64(ci)
-        s0 = b[c]
-        s1 = s0
-        s2 = s0
-        s3 = s0
+    for c in range(C):
+        s0 = b[np.uint64(c)]
+        s1 = s2 = s3 = t0 = t1 = t2 = t3 = s0
         for ki in range(KH):
-            ih = np.uint64(ih0 + ki * DH)
+            row = xb + ki * DH * WC + c
             for kj in range(KW):
-                iw = iw0 + kj * DW
-                weight = w[ki, kj, 0, c]
-                s0 += x[n, ih, np.uint64(iw), c] * weight
-                s1 += x[n, ih, np.uint64(iw + SW), c] * weight
-                s2 += x[n, ih, np.uint64(iw + 2 * SW), c] * weight
-                s3 += x[n, ih, np.uint64(iw + 3 * SW), c] * weight
+                weight = w[np.uint64((ki * KW + kj) * C + c)]
+                at = row + kj * DW * C
+                s0 += x[np.uint64(at)] * weight
+                s1 += x[np.uint64(at + SW * C)] * weight
+                s2 += x[np.uint64(at + 2 * SW * C)] * weight
+                s3 += x[np.uint64(at + 3 * SW * C)] * weight
+                at += SH * WC  # the second row's window
+                t0 += x[np.uint64(at)] * weight
+                t1 += x[np.uint64(at + SW * C)] * weight
+                t2 += x[np.uint64(at + 2 * SW * C)] * weight
+                t3 += x[np.uint64(at + 3 * SW * C)] * weight
         if RELU:
             zero = out.dtype.type(0)
             s0, s1, s2, s3 = max(s0, zero), max(s1, zero), max(s2, zero), max(s3, zero)
-        row = np.uint64(oh)
-        out[n, row, np.uint64(ow), c] = s0
-        out[n, row, np.uint64(ow + 1), c] = s1
-        out[n, row, np.uint64(ow + 2), c] = s2
-        out[n, row, np.uint64(ow + 3), c] = s3
+            t0, t1, t2, t3 = max(t0, zero), max(t1, zero), max(t2, zero), max(t3, zero)
+        out[np.uint64(ob + c)] = s0
+        out[np.uint64(ob + C + c)] = s1
+        out[np.uint64(ob + 2 * C + c)] = s2
+        out[np.uint64(ob + 3 * C + c)] = s3
+        out[np.uint64(ob + OWC + c)] = t0
+        out[np.uint64(ob + OWC + C + c)] = t1
+        out[np.uint64(ob + OWC + 2 * C + c)] = t2
+        out[np.uint64(ob + OWC + 3 * C + c)] = t3
 
 
-def _depthwise_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, CF,
-                    RELU):
-    """channels_last depthwise, one filter per channel: one output row's interior tiles.
+@njit(inline="always")
+def _depthwise_rows(task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL):
+    """``(n, oh, rows, lo, hi, tiles)``: what the depthwise task ``task`` computes.
 
-    Tiles of ``TW`` pixels whose windows lie inside the input
-    (:func:`_depthwise_tile`); the other pixels, on the image's border, are
-    left to :func:`_depthwise_edge_task`.  It is memory-bound: each output
-    value is stored once, each input value read from cache.
-
-    Compile cost shaped this (measured): every inlined copy of the unrolled
-    tile costs ~0.5 s, so there is one, and the border runs in a generic
-    pass compiled once for every configuration.  It was a call per border
-    pixel: ~0.1-0.2 µs each in argument reference counts (atomics the
-    threads contend for), half the time of a 112²×32 layer.  Several filters
-    per channel (a depth multiplier) go to the grouped nest rather than a
-    branch here: Numba compiles both sides of a branch on a constant inside
-    an inlined task.
+    Output rows whose windows keep inside the input's rows go in pairs, from
+    the first such row: the task of the pair's first row computes both
+    (``rows`` is 2; the second row's task has none) in ``tiles`` tiles
+    across columns ``[lo, hi)``.  Every other pixel of the task's rows (by
+    the border, and in an unpaired last row) is a border pixel.
     """
-    H, W = x.shape[1], x.shape[2]
-    OH, OW = out.shape[1], out.shape[2]
+    ROWS, COLS = DEPTHWISE_TILE
     n = task // OH
     oh = task - n * OH
-    ih0 = oh * SH - PT
-    if not (0 <= ih0 and ih0 + (KH - 1) * DH < H):  # the window leaves the input's rows
-        return
-    inner_lo, inner_hi, tiles = _dense_interior(OW, W, KW, SW, DW, PL, TW)
-    for t in range(tiles):
-        ow = min(inner_lo + t * TW, inner_hi - TW)
-        _depthwise_tile(x, w, b, out, n, oh, ow, ih0, ow * SW - PL, G, KH, KW, SW, DH, DW, RELU)
+    first, end = _valid_range(OH, H - (KH - 1) * DH, SH, -PT)
+    if first <= oh < end and (oh - first) % ROWS:
+        return n, oh, 0, 0, 0, 0  # the second row of a pair
+    if first <= oh and oh + ROWS - 1 < end:
+        lo, hi, tiles = _dense_interior(OW, W, KW, SW, DW, PL, COLS)
+        return n, oh, ROWS, lo, hi, tiles
+    return n, oh, 1, 0, 0, 0
 
 
-def _depthwise_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                         CF, RELU):
-    """The pixels of one depthwise row that :func:`_depthwise_task` leaves: window clipped."""
-    H, W = x.shape[1], x.shape[2]
-    OH, OW = out.shape[1], out.shape[2]
+def _depthwise_task(x, w, b, out, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL, C, RELU):
+    """channels_last depthwise, one filter per channel: the tiles of output row ``task``.
+
+    ``x``, ``w`` (Keras layout) and ``out`` come flattened, with the image
+    sizes beside them (see :func:`_depthwise_tile` for why); rows pair as
+    :func:`_depthwise_rows` says, and the last tile of a row is shifted
+    left to end at the interior's end, overlapping its neighbour.  The
+    border pixels are left to :func:`_depthwise_edge_task`, which the
+    generic driver runs in the same loop and a specialized kernel as a
+    separate generic pass: in the specialized kernel they tripled its
+    compilation (0.7 to 2.2 s).  Compile cost shaped this too: every inlined
+    copy of the unrolled tile costs ~0.5 s, so there is one.  Several
+    filters per channel (a depth multiplier) go to the grouped nest.
+    """
+    ROWS, COLS = DEPTHWISE_TILE
     n = task // OH
     oh = task - n * OH
-    ih0 = oh * SH - PT
-    inner_lo, inner_hi, _ = _dense_interior(OW, W, KW, SW, DW, PL, TW)
-    if not (0 <= ih0 and ih0 + (KH - 1) * DH < H):
-        inner_lo = inner_hi = OW
-    for ow in range(OW):
-        if not inner_lo <= ow < inner_hi:
-            _depthwise_border_pixel(x, w, b, out, n, oh, ow, ih0, ow * SW - PL, H, W, G, KH, KW,
-                                    DH, DW, RELU)
+    first, end = _valid_range(OH, H - (KH - 1) * DH, SH, -PT)
+    # As _depthwise_rows, written out: through its returned values, LLVM no
+    # longer vectorized the tile (measured: 7x slower).
+    if first <= oh and oh + ROWS - 1 < end and (oh - first) % ROWS == 0:
+        lo, hi, tiles = _dense_interior(OW, W, KW, SW, DW, PL, COLS)
+        x_row = (n * H + oh * SH - PT) * W * C
+        out_row = (n * OH + oh) * OW * C
+        for t in range(tiles):
+            ow = min(lo + t * COLS, hi - COLS)
+            _depthwise_tile(x, w, b, out, x_row + (ow * SW - PL) * C, out_row + ow * C, C, KH,
+                            KW, SH, SW, DH, DW, W * C, OW * C, RELU)
+
+
+def _depthwise_edge_task(x, w, b, out, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL, C,
+                         RELU):
+    """The border pixels of :func:`_depthwise_task`'s rows, one by one, windows clipped."""
+    n, oh, rows, lo, hi, _ = _depthwise_rows(task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL)
+    for r in range(rows):
+        for e in range(OW - (hi - lo)):  # the pixels left of the tiles, then those right of them
+            ow = e if e < lo else e + hi - lo
+            _depthwise_clipped_pixel(x, w, b, out, n, oh + r, ow, H, W, OH, OW, C, KH, KW, SH,
+                                     SW, DH, DW, PT, PL, RELU)
 
 
 @njit(inline="always")
@@ -551,9 +579,14 @@ def _generic_driver(NEST):
                 _grouped(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
                          CF, RELU)
         elif NEST == 1:
+            # Flat views, made once outside the loop (a view costs an atomic reference count)
+            H, W, OH, OW = x.shape[1], x.shape[2], out.shape[1], out.shape[2]
+            xf, wf, outf = x.reshape(-1), w.reshape(-1), out.reshape(-1)
             for task in prange(tasks):
-                _depthwise(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                           CF, RELU)
+                _depthwise(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL,
+                           G, RELU)
+                _depthwise_edge(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT,
+                                PL, G, RELU)
         elif NEST == 2:
             for task in prange(tasks):
                 _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
@@ -571,9 +604,11 @@ def _generic_driver(NEST):
                 _grouped_shifted(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                  COUT, TW, CF, RELU)
         else:
+            H, W, OH, OW = x.shape[1], x.shape[2], out.shape[1], out.shape[2]
+            xf, wf, outf = x.reshape(-1), w.reshape(-1), out.reshape(-1)
             for task in prange(tasks):
-                _depthwise_edge(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                                COUT, TW, CF, RELU)
+                _depthwise_edge(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT,
+                                PL, G, RELU)
 
     return drive
 
@@ -587,11 +622,11 @@ DENSE_TILE = 4
 
 
 def tile_width(nest, spec):
-    """The tile size ``TW`` of ``nest`` on ``spec``, in output pixels."""
+    """The tile size ``TW`` of ``nest`` on ``spec``, in output pixels along a row."""
     if nest in ("dense", "grouped_shifted"):
         return DENSE_TILE
     if nest == "depthwise":
-        return DEPTHWISE_TILE
+        return DEPTHWISE_TILE[1]
     return 1
 
 
@@ -683,9 +718,11 @@ def specialized_kernel(nest, spec, relu):
                 _grouped(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
                          CF, RELU)
         elif NEST == 1:
+            H, W, OH, OW = x.shape[1], x.shape[2], out.shape[1], out.shape[2]
+            xf, wf, outf = x.reshape(-1), w.reshape(-1), out.reshape(-1)
             for task in prange(tasks):
-                _depthwise(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                           CF, RELU)
+                _depthwise(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL,
+                           G, RELU)
         elif NEST == 2:
             for task in prange(tasks):
                 _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
