@@ -455,12 +455,13 @@ def _depthwise_task(x, w, b, out, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT
     sizes beside them (see :func:`_depthwise_tile` for why); rows pair as
     :func:`_depthwise_rows` says, and the last tile of a row is shifted
     left to end at the interior's end, overlapping its neighbour.  The
-    border pixels are left to :func:`_depthwise_edge_task`, which the
-    generic driver runs in the same loop and a specialized kernel as a
-    separate generic pass: in the specialized kernel they tripled its
-    compilation (0.7 to 2.2 s).  Compile cost shaped this too: every inlined
-    copy of the unrolled tile costs ~0.5 s, so there is one.  Several
-    filters per channel (a depth multiplier) go to the grouped nest.
+    border pixels are left to :func:`_depthwise_edge_task`, run by a
+    generic pass after the tiles (see :func:`_finish`): in the specialized
+    kernel, with the geometry constant, they tripled its compilation (0.7
+    to 2.2 s), and with it read at run time LLVM no longer vectorized the
+    tile.  Compile cost shaped this too: every inlined copy of the unrolled
+    tile costs ~0.5 s, so there is one.  Several filters per channel (a
+    depth multiplier) go to the grouped nest.
     """
     ROWS, COLS = DEPTHWISE_TILE
     n = task // OH
@@ -585,8 +586,6 @@ def _generic_driver(NEST):
             for task in prange(tasks):
                 _depthwise(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL,
                            G, RELU)
-                _depthwise_edge(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT,
-                                PL, G, RELU)
         elif NEST == 2:
             for task in prange(tasks):
                 _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
