@@ -288,41 +288,30 @@ def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
 
 
 @njit(inline="always")
-def _shifted_tile(x, w, out, acc, b, xb, wb, ob, c0, P, KH, KW, SW, DH, DW, SHIFTS, WCX, CX, F, RELU):
-    """``P`` output pixels × one 64-filter block of the shifted grouped nest, on flat arrays.
-
-    ``xb`` is the flat index of the block's first channel at the first
-    pixel's window corner, ``wb`` of the block's packed weights, ``ob`` of
-    the first output value; ``CX`` and ``WCX`` are the padded input's pixel
-    and row lengths.  The offsets between taps, shifts and pixels are then
-    constants (4-D indexing computed each address from run-time shapes).
-    """
+def _shifted_tile(x, w, blk, acc, b, n, ih0, iw0, P, KH, KW, SW, DH, DW, SHIFTS, CF_OUT, out,
+                  oh, ow, COUT, RELU):
+    """``P`` output pixels from column ``iw0`` × one 64-filter block of the shifted grouped nest."""
     OCB = DENSE_BLOCK
+    c0 = blk * OCB
     for p in range(P):
         for o in range(OCB):
             acc[p * OCB + o] = b[c0 + o]
     # Shifts outside the column taps: the loads of one shift at neighbouring
     # columns repeat across taps, and LLVM reuses them (measured 2.5x).
     for ki in range(KH):
+        ih = ih0 + ki * DH
         for s in range(SHIFTS):
             for kj in range(KW):
-                tap = wb + ((ki * KW + kj) * SHIFTS + s) * OCB
-                at = xb + ki * DH * WCX + kj * DW * CX + s
+                iw = iw0 + kj * DW
                 for p in range(P):
                     for o in range(OCB):
-                        acc[p * OCB + o] += (w[np.uint64(tap + o)]
-                                             * x[np.uint64(at + p * SW * CX + o)])
-    valid = OCB if F % OCB == 0 else min(OCB, F - c0)  # the last block may be padded
-    for p in range(P):
-        for o in range(valid):
-            value = acc[p * OCB + o]
-            if RELU and value < 0:
-                value = acc.dtype.type(0)
-            out[np.uint64(ob + p * F + o)] = value
+                        acc[p * OCB + o] += w[blk, ki, kj, s, o] * x[n, ih, iw + p * SW,
+                                                                      c0 + s + o]
+    _store_tile(out, acc, n, oh, ow, c0, P, OCB, COUT, CF_OUT, RELU)
 
 
-def _grouped_shifted_task(x, w, b, out, task, HP, WP, OH, OW, KH, KW, SH, SW, DH, DW, G, CIN,
-                          COUT, TW, RELU):
+def _grouped_shifted_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
+                          CF, RELU):
     """channels_last groups of 2-64 channels in and as many out (ResNeXt's 4): one output row.
 
     Vectorized along 64 filters as the dense nest is, although each group
@@ -340,24 +329,20 @@ def _grouped_shifted_task(x, w, b, out, task, HP, WP, OH, OW, KH, KW, SH, SW, DH
     ``x`` is zero-padded in space and around each pixel's channels
     (:func:`channel_pads`), so there is no border code; the output is at
     least ``TW`` pixels wide (a narrower one would need a second unrolled
-    tile, ~0.5 s more compilation).  The arrays come flattened, with the
-    padded input's height and width ``HP``, ``WP`` beside them (see
-    :func:`_shifted_tile`).
+    tile, ~0.5 s more compilation).  ``CF`` is always false here.
     """
+    OH, OW = out.shape[1], out.shape[2]
     F = G * COUT
     SHIFTS = 2 * CIN - 1
-    blocks = _dense_blocks(F)
-    CX = blocks * DENSE_BLOCK + 2 * (CIN - 1)  # channels of a padded input pixel
     n = task // OH
     oh = task - n * OH
+    ih0 = oh * SH
     acc = np.empty(TW * DENSE_BLOCK, dtype=out.dtype)
     for t in range((OW + TW - 1) // TW):  # dispatch guarantees OW >= TW
         ow = min(t * TW, OW - TW)  # the last tile overlaps its neighbour
-        for blk in range(blocks):
-            c0 = blk * DENSE_BLOCK
-            _shifted_tile(x, w, out, acc, b, ((n * HP + oh * SH) * WP + ow * SW) * CX + c0,
-                          blk * KH * KW * SHIFTS * DENSE_BLOCK, ((n * OH + oh) * OW + ow) * F + c0,
-                          c0, TW, KH, KW, SW, DH, DW, SHIFTS, WP * CX, CX, F, RELU)
+        for blk in range(_dense_blocks(F)):
+            _shifted_tile(x, w, blk, acc, b, n, ih0, ow * SW, TW, KH, KW, SW, DH, DW, SHIFTS,
+                          CF, out, oh, ow, F, RELU)
 
 
 #: Output pixels per tile of the depthwise nest: 2 rows × 4 columns, each
@@ -570,6 +555,18 @@ def _depthwise_planar_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G
                             RELU)
 
 
+@njit(inline="always")
+def _flat_views(x, w, out):
+    """``(H, W, OH, OW, x, w, out)``: channels_last image sizes and flat views of the arrays.
+
+    For the depthwise nests, indexed flat; made in the drivers, outside the
+    parallel loop: a view costs an atomic reference count, which the
+    threads would contend for.
+    """
+    return (x.shape[1], x.shape[2], out.shape[1], out.shape[2], x.reshape(-1), w.reshape(-1),
+            out.reshape(-1))
+
+
 #: The nests by name, in the order of their compile-time selector.
 NESTS = ("grouped", "depthwise", "dense", "dense_edge", "depthwise_planar",
          "grouped_shifted", "depthwise_edge")
@@ -595,9 +592,7 @@ def _generic_driver(NEST):
                 _grouped(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
                          CF, RELU)
         elif NEST == 1:
-            # Flat views, made once outside the loop (a view costs an atomic reference count)
-            H, W, OH, OW = x.shape[1], x.shape[2], out.shape[1], out.shape[2]
-            xf, wf, outf = x.reshape(-1), w.reshape(-1), out.reshape(-1)
+            H, W, OH, OW, xf, wf, outf = _flat_views(x, w, out)
             for task in prange(tasks):
                 _depthwise(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL,
                            G, RELU)
@@ -614,14 +609,11 @@ def _generic_driver(NEST):
                 _depthwise_planar(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                   COUT, TW, CF, RELU)
         elif NEST == 5:
-            HP, WP, OH, OW = x.shape[1], x.shape[2], out.shape[1], out.shape[2]
-            xf, wf, outf = x.reshape(-1), w.reshape(-1), out.reshape(-1)
             for task in prange(tasks):
-                _grouped_shifted(xf, wf, b, outf, task, HP, WP, OH, OW, KH, KW, SH, SW, DH, DW,
-                                 G, CIN, COUT, TW, RELU)
+                _grouped_shifted(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                 COUT, TW, CF, RELU)
         else:
-            H, W, OH, OW = x.shape[1], x.shape[2], out.shape[1], out.shape[2]
-            xf, wf, outf = x.reshape(-1), w.reshape(-1), out.reshape(-1)
+            H, W, OH, OW, xf, wf, outf = _flat_views(x, w, out)
             for task in prange(tasks):
                 _depthwise_edge(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT,
                                 PL, G, RELU)
@@ -734,8 +726,7 @@ def specialized_kernel(nest, spec, relu):
                 _grouped(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
                          CF, RELU)
         elif NEST == 1:
-            H, W, OH, OW = x.shape[1], x.shape[2], out.shape[1], out.shape[2]
-            xf, wf, outf = x.reshape(-1), w.reshape(-1), out.reshape(-1)
+            H, W, OH, OW, xf, wf, outf = _flat_views(x, w, out)
             for task in prange(tasks):
                 _depthwise(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL,
                            G, RELU)
@@ -748,11 +739,9 @@ def specialized_kernel(nest, spec, relu):
                 _depthwise_planar(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                   COUT, TW, CF, RELU)
         else:
-            HP, WP, OH, OW = x.shape[1], x.shape[2], out.shape[1], out.shape[2]
-            xf, wf, outf = x.reshape(-1), w.reshape(-1), out.reshape(-1)
             for task in prange(tasks):
-                _grouped_shifted(xf, wf, b, outf, task, HP, WP, OH, OW, KH, KW, SH, SW, DH, DW,
-                                 G, CIN, COUT, TW, RELU)
+                _grouped_shifted(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                 COUT, TW, CF, RELU)
 
     def run(x, w, b, out, spec, relu):
         b = pack_bias(nest, b)
