@@ -231,8 +231,9 @@ def _depthwise_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, P
                 owned = b * OCB - c0  # lanes below it belong to the previous block
                 for lane in range(KW * lanes):
                     acc[lane] = 0
-                for c in range(KW * G):
-                    tail[c] = 0
+                for kj in range(KW):
+                    for c in range(c0, c0 + width):
+                        tail[kj * G + c] = 0
                 for row in range(r0, r1):
                     n = row // OH
                     oh = row - n * OH
@@ -254,18 +255,12 @@ def _depthwise_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, P
                                 continue
                             xs = (ow * SW - PL + kj * DW) * G
                             gs = ow * G
-                            if G >= OCB:
-                                for lane in range(lanes):
-                                    acc[kj * lanes + lane] += (
-                                        x[n, ih, np.uint64(xs + c0 + lane)]
-                                        * gy[n, oh, np.uint64(gs + c0 + lane)])
-                            else:
-                                for c in range(G):
-                                    tail[kj * G + c] += (x[n, ih, np.uint64(xs + c)]
-                                                         * gy[n, oh, np.uint64(gs + c)])
+                            for c in range(c0, c0 + width):  # the block's channels
+                                tail[kj * G + c] += (x[n, ih, np.uint64(xs + c)]
+                                                     * gy[n, oh, np.uint64(gs + c)])
                 for kj in range(KW):
                     for lane in range(owned, width):
-                        total = tail[kj * G + c0 + lane] if G < OCB else grad.dtype.type(0)
+                        total = tail[kj * G + c0 + lane]
                         for p in range(lane, lanes, width):
                             total += acc[kj * lanes + p]
                         grad[item, ki, kj, 0, c0 + lane] += total
