@@ -43,7 +43,13 @@ def _check(x, kernel, strides, padding, dilation, bias, activation, data_format=
     np.testing.assert_allclose(out, want, **F64_TOL)
 
 
-@pytest.mark.parametrize("width", range(1, 14))
+# The specialized tier runs the same task code and compiles once per geometry: it samples
+# the widths (a few compilations less in the default test run).
+_WIDTH_TIERS = ([(width, "never") for width in range(1, 14)]
+                + [(width, "always") for width in (1, 3, 4, 5, 8, 9, 13)])
+
+
+@pytest.mark.parametrize("width, tier", _WIDTH_TIERS, indirect=["tier"])
 @pytest.mark.parametrize("strides, dilation", [(1, 1), (2, 1), (1, 2), (3, 1)])
 @pytest.mark.parametrize("channels, multiplier", [(5, 1), (32, 1), (3, 2)])
 def test_depthwise_tiles_and_borders(width, strides, dilation, channels, multiplier, tier):
@@ -111,8 +117,13 @@ def _run_shifted(x, kernel, strides, padding, dilation, bias, activation, data_f
     return out, want
 
 
-@pytest.mark.parametrize("group_width, channels", [(2, 6), (4, 16), (4, 96), (8, 72),
-                                                   (16, 32), (64, 128)])
+# The specialized tier (the same task code, compiled per geometry) samples the groupings.
+_GROUPINGS = [(2, 6), (4, 16), (4, 96), (8, 72), (16, 32), (64, 128)]
+_GROUPING_TIERS = ([(*grouping, "never") for grouping in _GROUPINGS]
+                   + [(*grouping, "always") for grouping in ((2, 6), (4, 96), (64, 128))])
+
+
+@pytest.mark.parametrize("group_width, channels, tier", _GROUPING_TIERS, indirect=["tier"])
 @pytest.mark.parametrize("width, strides, dilation", [(4, 1, 1), (5, 1, 1), (9, 2, 1),
                                                       (13, 1, 2), (11, 3, 1)])
 def test_shifted_grouped_nest(group_width, channels, width, strides, dilation, tier):
@@ -210,9 +221,31 @@ def test_to_channels_first_is_a_transpose():
 
 @pytest.mark.parametrize("height", range(1, 10))
 @pytest.mark.parametrize("strides, dilation", [(1, 1), (2, 1), (1, 2), (3, 1)])
-def test_depthwise_row_pairs(height, strides, dilation, tier):
+def test_depthwise_row_pairs(height, strides, dilation):
     # Rows whose windows stay inside the input run in pairs from the first such row; heights
     # 1-9 give none, an unpaired last row, or only pairs, with clipped rows above and below.
+    # The generic tier runs the same task code as the specialized one (which compiles once per
+    # geometry: test_depthwise_row_pairs_specialized samples it).
+    previous = dispatch.get_specialization()
+    dispatch.set_specialization("never")
+    try:
+        _check_row_pairs(height, strides, dilation)
+    finally:
+        dispatch.set_specialization(previous)
+
+
+@pytest.mark.parametrize("height", [5, 6, 7])
+@pytest.mark.parametrize("strides, dilation", [(1, 1), (2, 1)])
+def test_depthwise_row_pairs_specialized(height, strides, dilation):
+    previous = dispatch.get_specialization()
+    dispatch.set_specialization("always")
+    try:
+        _check_row_pairs(height, strides, dilation)
+    finally:
+        dispatch.set_specialization(previous)
+
+
+def _check_row_pairs(height, strides, dilation):
     rng = np.random.default_rng(height * 100 + strides * 10 + dilation)
     x = rng.standard_normal((2, height, 11, 32))
     kernel = rng.standard_normal((3, 3, 1, 32))
