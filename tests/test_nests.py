@@ -219,33 +219,17 @@ def test_to_channels_first_is_a_transpose():
     np.testing.assert_array_equal(layout.to_channels_first(y), y.transpose(0, 3, 1, 2))
 
 
-@pytest.mark.parametrize("height", range(1, 10))
-@pytest.mark.parametrize("strides, dilation", [(1, 1), (2, 1), (1, 2), (3, 1)])
-def test_depthwise_row_pairs(height, strides, dilation):
+# Heights 1-9 in the generic tier; the specialized one (the same task code, compiled per
+# geometry) samples them.
+_ROW_PAIR_CASES = ([(height, strides, dilation, "never") for height in range(1, 10)
+                    for strides, dilation in ((1, 1), (2, 1), (1, 2), (3, 1))]
+                   + [(height, strides, 1, "always") for height in (5, 6, 7) for strides in (1, 2)])
+
+
+@pytest.mark.parametrize("height, strides, dilation, tier", _ROW_PAIR_CASES, indirect=["tier"])
+def test_depthwise_row_pairs(height, strides, dilation, tier):
     # Rows whose windows stay inside the input run in pairs from the first such row; heights
     # 1-9 give none, an unpaired last row, or only pairs, with clipped rows above and below.
-    # The generic tier runs the same task code as the specialized one (which compiles once per
-    # geometry: test_depthwise_row_pairs_specialized samples it).
-    previous = dispatch.get_specialization()
-    dispatch.set_specialization("never")
-    try:
-        _check_row_pairs(height, strides, dilation)
-    finally:
-        dispatch.set_specialization(previous)
-
-
-@pytest.mark.parametrize("height", [5, 6, 7])
-@pytest.mark.parametrize("strides, dilation", [(1, 1), (2, 1)])
-def test_depthwise_row_pairs_specialized(height, strides, dilation):
-    previous = dispatch.get_specialization()
-    dispatch.set_specialization("always")
-    try:
-        _check_row_pairs(height, strides, dilation)
-    finally:
-        dispatch.set_specialization(previous)
-
-
-def _check_row_pairs(height, strides, dilation):
     rng = np.random.default_rng(height * 100 + strides * 10 + dilation)
     x = rng.standard_normal((2, height, 11, 32))
     kernel = rng.standard_normal((3, 3, 1, 32))
