@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import pickle
 
+import numba
 import numpy as np
 import pytest
 from reference import reference_conv2d, reference_pads
 
 import numbaconv
 from numbaconv import cuda as cuda_target
+from numbaconv.bench import SUITE
 from numbaconv.spec import ConvSpec
 
 numba_cuda = pytest.importorskip("numba.cuda")
 if not cuda_target.available():
     pytest.skip("CUDA cannot run here (neither a GPU nor the simulator)", allow_module_level=True)
 
+from numbaconv.cuda import backward as cuda_backward
 from numbaconv.cuda import kernels, run
 
 F64 = dict(rtol=1e-10, atol=1e-12)
@@ -39,6 +42,9 @@ def small_blocks(monkeypatch):
     monkeypatch.setitem(kernels.TILE, "CHUNK", 2)
     monkeypatch.setattr(run, "DIRECT_THREADS", 16)
     monkeypatch.setattr(run, "DEPTHWISE_BLOCK", (2, 4))
+    monkeypatch.setattr(cuda_backward, "INPUT_THREADS", 16)
+    monkeypatch.setattr(cuda_backward, "REDUCE_THREADS", 2)
+    monkeypatch.setattr(cuda_backward, "REDUCE_BLOCKS", 3)
 
 
 def _expected(x, kernel, strides, padding, dilation, bias, activation, data_format):
@@ -250,3 +256,154 @@ def test_kernels_compile_for_a_real_gpu():
     if result.stdout.startswith("NO-COMPILER"):
         pytest.skip("no CUDA compiler here: " + result.stdout.strip())
     assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-2000:]
+
+
+
+
+def _exact_gradients(x, kernel, grad_output, strides, padding, dilation, data_format):
+    """Gradients of ``sum(conv(x, kernel) * grad_output)`` from the NumPy reference.
+
+    The convolution is linear in each operand, so the derivative along a unit
+    array ``e`` is ``sum(conv(e, kernel) * grad_output)`` exactly (no
+    finite-difference error): one reference convolution per element.
+    """
+    xl = x if data_format == "channels_last" else x.transpose(0, 2, 3, 1)
+    gyl = grad_output if data_format == "channels_last" else grad_output.transpose(0, 2, 3, 1)
+    pads = reference_pads(padding, xl.shape[1:3], kernel.shape[:2], (strides,) * 2,
+                          (dilation,) * 2)
+
+    def along(a, k):
+        return np.sum(reference_conv2d(a, k, (strides,) * 2, pads, (dilation,) * 2) * gyl)
+
+    grad_x = np.zeros(xl.shape)
+    for index in np.ndindex(xl.shape):
+        unit = np.zeros(xl.shape)
+        unit[index] = 1
+        grad_x[index] = along(unit, kernel)
+    grad_w = np.zeros(kernel.shape)
+    for index in np.ndindex(kernel.shape):
+        unit = np.zeros(kernel.shape)
+        unit[index] = 1
+        grad_w[index] = along(xl, unit)
+    if data_format == "channels_first":
+        grad_x = grad_x.transpose(0, 3, 1, 2)
+    return grad_x, grad_w, gyl.sum(axis=(0, 1, 2))
+
+
+# The simulator takes ~2 s per case here: every geometry (in alternating layouts) for the
+# dense grouping, and for grouped and depthwise layers the ones that reach every branch.
+_GRADIENT_CASES = [
+    *[((3, 5, 1), *geometry, ("channels_last", "channels_first")[i % 2])
+      for i, geometry in enumerate(GEOMETRIES)],
+    ((4, 6, 2), 2, "same", 1, "channels_first"), ((4, 6, 2), 1, "same", 2, "channels_last"),
+    ((4, 4, 4), 2, "valid", 1, "channels_last"), ((4, 4, 4), 1, "same", 2, "channels_first"),
+]
+
+
+@pytest.mark.parametrize("grouping, strides, padding, dilation, data_format", _GRADIENT_CASES)
+def test_gradients_on_the_device_match_the_reference(grouping, strides, padding, dilation,
+                                                     data_format):
+    channels, filters, groups = grouping
+    x, kernel, _ = _data((1, 5, 4, channels), (3, 3, channels // groups, filters), np.float64,
+                         seed=7 * channels + strides + dilation, data_format=data_format)
+    spec = ConvSpec.from_arguments(x.shape, kernel.shape, strides, padding, data_format,
+                                   dilation, "float64")
+    grad_output = np.random.default_rng(groups).standard_normal(spec.output_shape)
+    got = numbaconv.conv2d_backward(numba_cuda.to_device(grad_output), numba_cuda.to_device(x),
+                                    kernel, strides=strides, padding=padding,
+                                    data_format=data_format, dilation_rate=dilation)
+    assert all(cuda_target.is_device_array(g) for g in got)  # device in, device out
+    want = _exact_gradients(x, kernel, grad_output, strides, padding, dilation, data_format)
+    for name, g, w in zip(("inputs", "kernel", "bias"), got, want):
+        host = g.copy_to_host()
+        assert host.shape == w.shape and host.dtype == np.float64, name
+        np.testing.assert_allclose(host, w, **F64, err_msg=name)
+
+
+def test_gradients_on_the_device_in_float32_and_from_host_arrays():
+    x, kernel, _ = _data((1, 4, 5, 4), (2, 3, 2, 6), np.float32, 11)
+    grad_output = np.random.default_rng(3).standard_normal((1, 4, 5, 6)).astype(np.float32)
+    kwargs = {"padding": "same", "device": "cuda"}
+    got = numbaconv.conv2d_backward(grad_output, x, kernel, **kwargs)
+    assert all(isinstance(g, np.ndarray) and g.dtype == np.float32 for g in got)  # host out
+    want = _exact_gradients(x.astype(np.float64), kernel.astype(np.float64),
+                            grad_output.astype(np.float64), 1, "same", 1, "channels_last")
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, **F32)
+    on_cpu = numbaconv.conv2d_backward(grad_output, x, kernel, padding="same", device="cpu")
+    for g, c in zip(got, on_cpu):
+        np.testing.assert_allclose(g, c, **F32)
+
+
+def test_gradients_of_an_empty_batch_on_the_device_are_zero():
+    x = np.zeros((0, 4, 4, 2))
+    kernel = np.ones((3, 3, 2, 3))
+    grad_x, grad_w, grad_b = numbaconv.conv2d_backward(np.zeros((0, 2, 2, 3)), x, kernel,
+                                                       device="cuda")
+    assert grad_x.shape == (0, 4, 4, 2)
+    np.testing.assert_array_equal(grad_w, np.zeros(kernel.shape))
+    np.testing.assert_array_equal(grad_b, np.zeros(3))
+
+
+def test_device_gradients_check_the_output_gradient_shape():
+    x = numba_cuda.to_device(np.ones((1, 4, 4, 2)))
+    with pytest.raises(ValueError, match="grad_output"):
+        numbaconv.conv2d_backward(numba_cuda.to_device(np.ones((1, 3, 3, 3))), x,
+                                  np.ones((3, 3, 2, 3)))
+
+
+_DEFAULT_BLOCKS = (dict(kernels.TILE), run.DIRECT_THREADS, run.DEPTHWISE_BLOCK)
+
+
+@pytest.mark.skipif(bool(numba.config.ENABLE_CUDASIM),
+                    reason="full-size layers need a GPU (the simulator runs ~1000 threads/s)")
+@pytest.mark.parametrize("case", SUITE, ids=lambda case: case.name)
+def test_suite_layers_on_a_real_gpu(case, monkeypatch):
+    # The library's own block sizes, at the benchmark's sizes: the shapes that the
+    # small-block tests cannot reach (full shared-memory tiles, wide channel counts,
+    # the stem's 7x7 window, grids with many blocks).
+    tile, threads, block = _DEFAULT_BLOCKS
+    for key, value in tile.items():
+        monkeypatch.setitem(kernels.TILE, key, value)
+    monkeypatch.setattr(run, "DIRECT_THREADS", threads)
+    monkeypatch.setattr(run, "DEPTHWISE_BLOCK", block)
+    shape = (1, case.size, case.size, case.channels)
+    kernel_shape = (case.kernel, case.kernel, case.channels // case.groups, case.filters)
+    x, kernel, bias = _data(shape, kernel_shape, np.float32, seed=case.size + case.filters,
+                            data_format=case.data_format)
+    out = numbaconv.conv2d(numba_cuda.to_device(x), kernel, strides=case.strides,
+                           padding="same", dilation_rate=case.dilation, bias=bias,
+                           activation="relu", data_format=case.data_format).copy_to_host()
+    want = _expected(x.astype(np.float64), kernel.astype(np.float64), case.strides, "same",
+                     case.dilation, bias, "relu", case.data_format)
+    assert out.shape == want.shape
+    assert np.linalg.norm(out - want) <= 1e-5 * np.linalg.norm(want)
+    np.testing.assert_allclose(out, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+
+
+@pytest.mark.skipif(bool(numba.config.ENABLE_CUDASIM),
+                    reason="full-size layers need a GPU (the simulator runs ~1000 threads/s)")
+@pytest.mark.parametrize("case", SUITE, ids=lambda case: case.name)
+def test_suite_gradients_on_a_real_gpu(case, monkeypatch):
+    # Library block sizes at the benchmark's sizes, against the CPU's float64 gradients
+    # (themselves checked against finite differences and torch in test_backward.py).
+    monkeypatch.setattr(cuda_backward, "INPUT_THREADS", 256)
+    monkeypatch.setattr(cuda_backward, "REDUCE_THREADS", 128)
+    monkeypatch.setattr(cuda_backward, "REDUCE_BLOCKS", 65535)
+    shape = (1, case.size, case.size, case.channels)
+    kernel_shape = (case.kernel, case.kernel, case.channels // case.groups, case.filters)
+    x, kernel, _ = _data(shape, kernel_shape, np.float32, seed=case.filters,
+                         data_format=case.data_format)
+    kwargs = {"strides": case.strides, "padding": "same", "dilation_rate": case.dilation,
+              "data_format": case.data_format}
+    spec = ConvSpec.from_arguments(x.shape, kernel.shape, case.strides, "same",
+                                   case.data_format, case.dilation, "float32")
+    grad_output = np.random.default_rng(1).standard_normal(spec.output_shape).astype(np.float32)
+    got = numbaconv.conv2d_backward(*(numba_cuda.to_device(a) for a in (grad_output, x, kernel)),
+                                    **kwargs)
+    want = numbaconv.conv2d_backward(grad_output.astype(np.float64), x.astype(np.float64),
+                                     kernel.astype(np.float64), device="cpu", **kwargs)
+    for name, g, w in zip(("inputs", "kernel", "bias"), got, want):
+        host = g.copy_to_host()
+        assert host.shape == w.shape and host.dtype == np.float32, name
+        assert np.linalg.norm(host - w) <= 1e-5 * np.linalg.norm(w), name

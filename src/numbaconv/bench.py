@@ -139,13 +139,20 @@ def _torch_runner(case, x, kernel, device="cpu"):
 
 
 def _numbaconv_backward_runner(case, x, kernel, device="cpu"):
-    if device != "cpu":
-        return None
     from .functional import conv2d, conv2d_backward
     kwargs = dict(strides=case.strides, padding="same", dilation_rate=case.dilation,
                   data_format=case.data_format)
     grad_output = np.ones_like(conv2d(x, kernel, **kwargs))
-    return lambda: conv2d_backward(grad_output, x, kernel, **kwargs)
+    if device == "cpu":
+        return lambda: conv2d_backward(grad_output, x, kernel, **kwargs)
+    from numba import cuda
+    on_device = [cuda.to_device(a) for a in (grad_output, x, kernel)]
+
+    def run():
+        gradients = conv2d_backward(*on_device, **kwargs)
+        cuda.synchronize()
+        return gradients
+    return run
 
 
 def _torch_backward_runner(case, x, kernel, device="cpu"):
@@ -154,14 +161,17 @@ def _torch_backward_runner(case, x, kernel, device="cpu"):
         import torch
     except ImportError:
         return None
-    if device != "cpu":
-        return None
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            return None
+        torch.backends.cudnn.allow_tf32 = False  # full float32, as ours
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     xt = torch.from_numpy(np.ascontiguousarray(
-        x if case.data_format == "channels_first" else x.transpose(0, 3, 1, 2)))
+        x if case.data_format == "channels_first" else x.transpose(0, 3, 1, 2))).to(device)
     (top, bottom), (left, right) = [_same(case.size, case.kernel, case.strides,
                                           case.dilation)] * 2
     xt = torch.nn.functional.pad(xt, (left, right, top, bottom))  # as the forward ran
-    wt = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+    wt = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))).to(device)
     stride, dilation = [case.strides] * 2, [case.dilation] * 2
     with torch.no_grad():
         grad = torch.ones_like(torch.nn.functional.conv2d(xt, wt, stride=stride,
@@ -172,9 +182,11 @@ def _torch_backward_runner(case, x, kernel, device="cpu"):
         xm, wm, gm = (t.contiguous(memory_format=memory_format) for t in (xt, wt, grad))
 
         def run(xm=xm, wm=wm, gm=gm):
-            return torch.ops.aten.convolution_backward(
+            gradients = torch.ops.aten.convolution_backward(
                 gm, xm, wm, None, stride, [0, 0], dilation, False, [0, 0], case.groups,
                 [True, True, False])
+            sync()
+            return gradients
         runners.append(run)
     return min(runners, key=lambda fn: median_time(fn, 3))
 

@@ -526,7 +526,7 @@ def _phase_gradient(spec, gy, flipped, rows, cols, out_hw, hot):
 
 
 def conv2d_backward(grad_output, inputs, kernel, strides=1, padding="valid", data_format=None,
-                    dilation_rate=1):
+                    dilation_rate=1, device=None):
     """Gradients of :func:`conv2d` (before bias and activation) with respect to its operands.
 
     Parameters
@@ -536,15 +536,20 @@ def conv2d_backward(grad_output, inputs, kernel, strides=1, padding="valid", dat
         like that output.
     inputs, kernel, strides, padding, data_format, dilation_rate
         As for :func:`conv2d`.
+    device : {None, "cpu", "cuda"}, default None
+        As for :func:`conv2d`: ``None`` computes where ``inputs`` live (on the
+        GPU for a device array).
 
     Returns
     -------
-    grad_inputs : numpy.ndarray
+    grad_inputs : numpy.ndarray or numba device array
         Shaped like ``inputs``.
-    grad_kernel : numpy.ndarray
+    grad_kernel : numpy.ndarray or numba device array
         Shaped like ``kernel``.
-    grad_bias : numpy.ndarray
+    grad_bias : numpy.ndarray or numba device array
         ``(filters,)``: what a bias added to the output would receive.
+        The three are device arrays when ``inputs`` is one and the gradients
+        were computed on the GPU, NumPy arrays otherwise.
 
     Raises
     ------
@@ -565,14 +570,25 @@ def conv2d_backward(grad_output, inputs, kernel, strides=1, padding="valid", dat
     (array([[4., 4.],
            [4., 4.]]), array([4.]))
     """
-    x = as_float_array(cuda_target.to_host(inputs), "inputs")
-    w = as_float_array(cuda_target.to_host(kernel), "kernel")
-    gy = as_float_array(cuda_target.to_host(grad_output), "grad_output")
+    target = resolve_device(device, inputs)
+    on_device = cuda_target.is_device_array(inputs)
+
+    def operand(value, name):  # device arrays of a compute dtype stay where they are
+        if target == "cuda" and cuda_target.is_device_array(value) and cuda_target.in_place(
+                value):
+            return cuda_target.as_device_array(value)
+        return as_float_array(cuda_target.to_host(value), name)
+
+    x, w, gy = operand(inputs, "inputs"), operand(kernel, "kernel"), operand(grad_output,
+                                                                             "grad_output")
     compute_dtype, result_dtype = compute_dtypes(x, w, gy)
-    spec = ConvSpec.from_arguments(x.shape, w.shape, strides, padding, data_format,
-                                   dilation_rate, compute_dtype.name)
-    if gy.shape != spec.output_shape:
+    spec = ConvSpec.from_arguments(tuple(x.shape), tuple(w.shape), strides, padding,
+                                   data_format, dilation_rate, compute_dtype.name)
+    if tuple(gy.shape) != spec.output_shape:
         raise ValueError(f"The `grad_output` argument must have the convolution's output shape "
-                         f"{spec.output_shape}. Received grad_output.shape={gy.shape}")
+                         f"{spec.output_shape}. Received grad_output.shape={tuple(gy.shape)}")
+    if target == "cuda":
+        gradients = cuda_run.backward(spec, x, w, gy)
+        return tuple(cuda_run.deliver(g, result_dtype, on_device) for g in gradients)
     gradients = backward(spec, x, w, gy, hot=_calls.seen_before(("backward", spec)))
     return tuple(g.astype(result_dtype, copy=False) for g in gradients)

@@ -75,6 +75,9 @@ def as_device_array(x):
     if _is_simulated(x):
         return x
     cuda = require()
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+    if isinstance(x, DeviceNDArray):
+        return x  # already Numba's: wrapping it again costs ~20 us per call
     return cuda.as_cuda_array(x)
 
 

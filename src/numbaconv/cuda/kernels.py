@@ -59,6 +59,33 @@ def _sizes(x, out, CF):
 
 
 @cuda.jit(device=True, inline=True)
+def _unflatten(i, C, H, W, CF):
+    """``(n, c, h, w)`` of flat index ``i`` into an ``(N, C, H, W)`` array in either layout.
+
+    Kernels hand consecutive indices to consecutive threads, so that they
+    write consecutive addresses.
+    """
+    if CF:
+        w = i % W
+        rest = i // W
+        h = rest % H
+        rest = rest // H
+        return rest // C, rest % C, h, w
+    c = i % C
+    rest = i // C
+    w = rest % W
+    rest = rest // W
+    return rest // H, c, rest % H, w
+
+
+@cuda.jit(device=True, inline=True)
+def _pixel(p, OH, OW):
+    """``(n, oh, ow)`` of output pixel ``p`` (row-major over images, rows, columns)."""
+    rest = p // OW
+    return rest // OH, rest % OH, p % OW
+
+
+@cuda.jit(device=True, inline=True)
 def _load(x, n, c, h, w, CF):
     """Input value ``(n, c, h, w)`` in either layout."""
     return x[n, c, h, w] if CF else x[n, h, w, c]
@@ -88,21 +115,7 @@ def direct_kernel(KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CF, RELU, ZERO):
         total = N * OH * OW * F
         i = cuda.grid(1)
         while i < total:
-            # Consecutive threads write consecutive addresses in either layout.
-            if CF:
-                ow = i % OW
-                rest = i // OW
-                oh = rest % OH
-                rest = rest // OH
-                f = rest % F
-                n = rest // F
-            else:
-                f = i % F
-                rest = i // F
-                ow = rest % OW
-                rest = rest // OW
-                oh = rest % OH
-                n = rest // OH
+            n, f, oh, ow = _unflatten(i, F, OH, OW, CF)
             first = (f // COUT) * CIN
             acc = b[f]
             for ki in range(KH):
@@ -141,10 +154,7 @@ def depthwise_kernel(KH, KW, SH, SW, DH, DW, PT, PL, CF, RELU, DTYPE, ZERO):
         pixels = N * OH * OW
         p = start
         while p < pixels:
-            ow = p % OW
-            rest = p // OW
-            oh = rest % OH
-            n = rest // OH
+            n, oh, ow = _pixel(p, OH, OW)
             acc = b[c]
             for ki in range(KH):
                 ih = oh * SH - PT + ki * DH

@@ -7,7 +7,9 @@ the layer) exactly as for the CPU.
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import numpy as np
 
@@ -16,7 +18,7 @@ from ..cache import kernel_cache
 from ..variables import Snapshot
 from . import as_device_array, is_device_array, require
 
-__all__ = ["select", "convolve", "deliver", "DIRECT_THREADS", "DEPTHWISE_BLOCK"]
+__all__ = ["DEPTHWISE_BLOCK", "DIRECT_THREADS", "backward", "convolve", "deliver", "select"]
 
 #: Threads per block of the direct kernel, and of the depthwise kernel
 #: ``(channels, pixels)``.  Tests shrink them so that small problems span
@@ -25,6 +27,18 @@ DIRECT_THREADS = 256
 DEPTHWISE_BLOCK = (32, 8)
 #: Blocks along one grid axis (the depthwise and direct kernels loop past it).
 MAX_BLOCKS = 65535
+
+
+def _configured(kernel, grid, block):
+    """``kernel[grid, block]``, without numba-cuda's low-occupancy warning.
+
+    A small image legitimately fills fewer blocks than the GPU has
+    multiprocessors; the warning (meant for a user's own launches) would only
+    be noise on every such layer call.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*Grid size \d+ will likely result in GPU")
+        return kernel[grid, block]
 
 
 def select(spec, relu):
@@ -56,7 +70,7 @@ def select(spec, relu):
         def launch(kernel, x, w, b, out):
             grid = (-(-out_w // tile["TILE_W"]), -(-out_h // tile["TILE_H"]),
                     spec.batch * fblocks)
-            kernel[grid, (tile["TILE_W"], tile["TILE_H"])](x, w, b, out)
+            _configured(kernel, grid, (tile["TILE_W"], tile["TILE_H"]))(x, w, b, out)
     elif spec.is_depthwise and spec.filters == spec.groups:
         name = "cuda.depthwise"
         build = lambda: kernels.depthwise_kernel(  # noqa: E731
@@ -67,7 +81,7 @@ def select(spec, relu):
         def launch(kernel, x, w, b, out):
             pixels = spec.batch * out_h * out_w
             grid = (-(-spec.filters // block[0]), min(MAX_BLOCKS, -(-pixels // block[1])))
-            kernel[grid, block](x, w, b, out)
+            _configured(kernel, grid, block)(x, w, b, out)
     else:
         name = "cuda.direct"
         build = lambda: kernels.direct_kernel(  # noqa: E731
@@ -78,7 +92,7 @@ def select(spec, relu):
 
         def launch(kernel, x, w, b, out):
             total = math.prod(spec.output_shape)
-            kernel[min(MAX_BLOCKS, -(-total // threads)), threads](x, w, b, out)
+            _configured(kernel, min(MAX_BLOCKS, -(-total // threads)), threads)(x, w, b, out)
     key = ("cuda", name, geometry, spec.groups, spec.in_channels, channels_first, bool(relu),
            dtype.name, extra)
     return name, kernel_cache.get(key, build), launch
@@ -99,6 +113,13 @@ def _resident(cuda, value, dtype):
     if isinstance(value, Snapshot):
         return value.derived(("cuda", dtype), lambda v: _to_device(cuda, v, dtype))
     return _to_device(cuda, value, dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _zero_bias(filters, dtype):
+    """A device array of ``filters`` zeros, made once: a copy to the device costs
+    more than the launch of a small layer."""
+    return require().to_device(np.zeros(filters, dtype=dtype))
 
 
 def convolve(spec, x, kernel, bias, activation):
@@ -126,9 +147,7 @@ def convolve(spec, x, kernel, bias, activation):
     relu = activation is activations.get("relu")
     x_dev = _to_device(cuda, x, dtype)
     w_dev = _resident(cuda, kernel, dtype)
-    if bias is None:
-        bias = np.zeros(spec.filters, dtype=dtype)
-    b_dev = _resident(cuda, bias, dtype)
+    b_dev = _zero_bias(spec.filters, dtype.str) if bias is None else _resident(cuda, bias, dtype)
     out = cuda.device_array(spec.output_shape, dtype=dtype)
     if math.prod(spec.output_shape):
         _, compiled, launch = select(spec, relu)
@@ -149,3 +168,59 @@ def deliver(out, dtype, on_device):
         host = out.copy_to_host().astype(dtype)
         return require().to_device(host) if on_device else host
     return out if on_device else out.copy_to_host()
+
+
+def backward(spec, x, kernel, grad_output):
+    """``(grad_inputs, grad_kernel, grad_bias)`` of the convolution ``spec`` on the GPU.
+
+    Parameters
+    ----------
+    spec : ConvSpec
+        Validated, with ``grad_output`` checked against ``spec.output_shape``.
+    x, grad_output : array
+        Device arrays (used in place when C-contiguous and of ``spec.dtype``) or
+        host arrays, in ``spec.data_format``.
+    kernel : array
+        Keras layout.
+
+    Returns
+    -------
+    tuple of numba device arrays
+        In ``spec.dtype``; the input gradient in ``spec.data_format``.
+    """
+    from . import backward as kernels  # imports numba.cuda: only once CUDA is known to run
+
+    cuda = require()
+    dtype = np.dtype(spec.dtype)
+    zero = dtype.type(0)
+    x_dev = _to_device(cuda, x, dtype)
+    w_dev = _to_device(cuda, kernel, dtype)
+    gy_dev = _to_device(cuda, grad_output, dtype)
+    geometry = (*spec.kernel_size, *spec.strides, *spec.dilation, spec.pads[0][0],
+                spec.pads[1][0])
+    channels_first = spec.data_format == "channels_first"
+    cin = spec.in_channels // spec.groups
+    grouping = (spec.groups, cin, spec.filters // spec.groups)
+    threads, reduce = kernels.INPUT_THREADS, kernels.REDUCE_THREADS
+    key = ("cuda", geometry, grouping, channels_first, dtype.name)
+
+    grad_x = cuda.device_array(tuple(x_dev.shape), dtype=dtype)
+    if grad_x.size:
+        build = lambda: kernels.input_gradient_kernel(*geometry, *grouping, channels_first,
+                                                      zero)
+        compiled = kernel_cache.get(("backward.input", *key, threads), build)
+        blocks = min(MAX_BLOCKS, -(-grad_x.size // threads))
+        _configured(compiled, blocks, threads)(gy_dev, w_dev, grad_x)
+
+    # The reductions write every weight and bias (zeros when there are no pixels).
+    grad_w = cuda.device_array(tuple(w_dev.shape), dtype=dtype)
+    build = lambda: kernels.kernel_gradient_kernel(*geometry, *grouping, channels_first,
+                                                   reduce, dtype.type, zero)
+    compiled = kernel_cache.get(("backward.kernel", *key, reduce), build)
+    _configured(compiled, min(kernels.REDUCE_BLOCKS, grad_w.size), reduce)(x_dev, gy_dev, grad_w)
+
+    grad_b = cuda.device_array(spec.filters, dtype=dtype)
+    build = lambda: kernels.bias_gradient_kernel(channels_first, reduce, dtype.type, zero)
+    compiled = kernel_cache.get(("backward.bias", channels_first, dtype.name, reduce), build)
+    _configured(compiled, min(kernels.REDUCE_BLOCKS, spec.filters), reduce)(gy_dev, grad_b)
+    return grad_x, grad_w, grad_b
