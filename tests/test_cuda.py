@@ -45,6 +45,10 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(cuda_backward, "INPUT_THREADS", 16)
     monkeypatch.setattr(cuda_backward, "REDUCE_THREADS", 2)
     monkeypatch.setattr(cuda_backward, "REDUCE_BLOCKS", 3)
+    monkeypatch.setattr(cuda_backward, "LANES_BLOCK", (4, 2))
+    # channels_last kernel gradients: dense and grouped cases (36-54 blocks of lanes) take
+    # the lanes kernel, depthwise ones (9) a block per weight.
+    monkeypatch.setattr(cuda_backward, "LANES_MIN_BLOCKS", 20)
 
 
 def _expected(x, kernel, strides, padding, dilation, bias, activation, data_format):
@@ -223,7 +227,7 @@ def test_layer_follows_its_input_by_default():
 _PTX_SCRIPT = """
 import numpy as np
 from numba import cuda, types
-from numbaconv.cuda import kernels
+from numbaconv.cuda import backward, kernels
 try:  # is there a CUDA compiler at all?
     cuda.compile_ptx(lambda a: None, (types.float32[:],), cc=(8, 0))
 except Exception as error:
@@ -237,6 +241,14 @@ for dtype, nbtype in ((np.float32, types.float32), (np.float64, types.float64)):
                    kernels.depthwise_kernel(3, 3, 1, 1, 2, 2, 2, 2, True, True, dtype, zero),
                    kernels.tiled_kernel(7, 7, 2, 2, 1, 1, 3, 3, 3, True, False, dtype, zero,
                                         *kernels.TILE.values())):
+        cuda.compile_ptx(kernel.py_func, signature, cc=(8, 0))
+    vector = types.Array(nbtype, 1, "C")
+    geometry = (3, 3, 2, 1, 1, 2, 1, 2, 2, 3, 4)
+    for kernel, signature in (
+            (backward.input_gradient_kernel(*geometry, True, zero), (array,) * 3),
+            (backward.kernel_gradient_kernel(*geometry, True, 8, dtype, zero), (array,) * 3),
+            (backward.kernel_gradient_lanes_kernel(*geometry, 8, 4, dtype, zero), (array,) * 3),
+            (backward.bias_gradient_kernel(False, 8, dtype, zero), (array, vector))):
         cuda.compile_ptx(kernel.py_func, signature, cc=(8, 0))
 print("compiled")
 """
@@ -320,6 +332,26 @@ def test_gradients_on_the_device_match_the_reference(grouping, strides, padding,
         np.testing.assert_allclose(host, w, **F64, err_msg=name)
 
 
+@pytest.mark.parametrize("data_format, channels, filters, groups, expected", [
+    ("channels_last", 3, 5, 1, "backward.kernel.lanes"),  # 9 * 3 * 2 = 54 blocks of lanes
+    ("channels_last", 4, 4, 4, "backward.kernel"),  # depthwise: 9 blocks of lanes, too few
+    ("channels_first", 3, 5, 1, "backward.kernel"),  # threads along pixels are coalesced
+])
+def test_kernel_gradient_kernel_choice(data_format, channels, filters, groups, expected,
+                                       monkeypatch):
+    built = []
+    get = run.kernel_cache.get
+    monkeypatch.setattr(run.kernel_cache, "get",
+                        lambda key, build: built.append(key[0]) or get(key, build))
+    x, kernel, _ = _data((1, 3, 3, channels), (3, 3, channels // groups, filters), np.float64,
+                         2, data_format)
+    grad_output = np.ones((1, filters, 3, 3) if data_format == "channels_first" else
+                          (1, 3, 3, filters))
+    numbaconv.conv2d_backward(grad_output, x, kernel, padding="same", data_format=data_format,
+                              device="cuda")
+    assert [key for key in built if key.startswith("backward.kernel")] == [expected]
+
+
 def test_gradients_on_the_device_in_float32_and_from_host_arrays():
     x, kernel, _ = _data((1, 4, 5, 4), (2, 3, 2, 6), np.float32, 11)
     grad_output = np.random.default_rng(3).standard_normal((1, 4, 5, 6)).astype(np.float32)
@@ -390,6 +422,8 @@ def test_suite_gradients_on_a_real_gpu(case, monkeypatch):
     monkeypatch.setattr(cuda_backward, "INPUT_THREADS", 256)
     monkeypatch.setattr(cuda_backward, "REDUCE_THREADS", 128)
     monkeypatch.setattr(cuda_backward, "REDUCE_BLOCKS", 65535)
+    monkeypatch.setattr(cuda_backward, "LANES_BLOCK", (32, 8))
+    monkeypatch.setattr(cuda_backward, "LANES_MIN_BLOCKS", 512)
     shape = (1, case.size, case.size, case.channels)
     kernel_shape = (case.kernel, case.kernel, case.channels // case.groups, case.filters)
     x, kernel, _ = _data(shape, kernel_shape, np.float32, seed=case.filters,

@@ -214,10 +214,19 @@ def backward(spec, x, kernel, grad_output):
 
     # The reductions write every weight and bias (zeros when there are no pixels).
     grad_w = cuda.device_array(tuple(w_dev.shape), dtype=dtype)
-    build = lambda: kernels.kernel_gradient_kernel(*geometry, *grouping, channels_first,
-                                                   reduce, dtype.type, zero)
-    compiled = kernel_cache.get(("backward.kernel", *key, reduce), build)
-    _configured(compiled, min(kernels.REDUCE_BLOCKS, grad_w.size), reduce)(x_dev, gy_dev, grad_w)
+    lanes, rows = kernels.LANES_BLOCK
+    blocks = grad_w.size // spec.filters * -(-spec.filters // lanes)
+    if not channels_first and blocks >= kernels.LANES_MIN_BLOCKS:
+        block = (lanes, rows)
+        build = lambda: kernels.kernel_gradient_lanes_kernel(*geometry, *grouping, lanes, rows,
+                                                             dtype.type, zero)
+        compiled = kernel_cache.get(("backward.kernel.lanes", *key, block), build)
+    else:
+        blocks, block = grad_w.size, reduce
+        build = lambda: kernels.kernel_gradient_kernel(*geometry, *grouping, channels_first,
+                                                       reduce, dtype.type, zero)
+        compiled = kernel_cache.get(("backward.kernel", *key, reduce), build)
+    _configured(compiled, min(kernels.REDUCE_BLOCKS, blocks), block)(x_dev, gy_dev, grad_w)
 
     grad_b = cuda.device_array(spec.filters, dtype=dtype)
     build = lambda: kernels.bias_gradient_kernel(channels_first, reduce, dtype.type, zero)
