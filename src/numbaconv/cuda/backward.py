@@ -71,6 +71,18 @@ def _column_sum(partial, row, lane, value, ROWS, LANES):
     return total
 
 
+@cuda.jit(device=True, inline=True)
+def _tap_product(x, gy, p, c, f, ki, kj, SH, SW, DH, DW, PT, PL, H, W, OH, OW, CF, ZERO):
+    """``gy`` at output pixel ``p``, filter ``f``, times the input value that tap
+    ``(ki, kj)`` of the pixel reads in channel ``c`` (zero in the padding)."""
+    n, oh, ow = _pixel(p, OH, OW)
+    ih = oh * SH - PT + ki * DH
+    iw = ow * SW - PL + kj * DW
+    if 0 <= ih < H and 0 <= iw < W:
+        return _load(x, n, c, ih, iw, CF) * _load(gy, n, f, oh, ow, CF)
+    return ZERO
+
+
 def input_gradient_kernel(KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CF, ZERO):
     """``kernel[blocks, threads](gy, w, gx)``: one thread per input value, any geometry.
 
@@ -134,11 +146,8 @@ def kernel_gradient_kernel(KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CF, THR
             acc = ZERO
             p = t
             while p < pixels:
-                n, oh, ow = _pixel(p, OH, OW)
-                ih = oh * SH - PT + ki * DH
-                iw = ow * SW - PL + kj * DW
-                if 0 <= ih < H and 0 <= iw < W:
-                    acc += _load(x, n, c, ih, iw, CF) * _load(gy, n, f, oh, ow, CF)
+                acc += _tap_product(x, gy, p, c, f, ki, kj, SH, SW, DH, DW, PT, PL, H, W, OH, OW,
+                                    CF, ZERO)
                 p += THREADS
             total = _column_sum(partial, t, 0, acc, THREADS, 1)
             if t == 0:
@@ -179,11 +188,8 @@ def kernel_gradient_lanes_kernel(KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, L
                 c = (f // COUT) * CIN + ci
                 p = row
                 while p < pixels:
-                    n, oh, ow = _pixel(p, OH, OW)
-                    ih = oh * SH - PT + ki * DH
-                    iw = ow * SW - PL + kj * DW
-                    if 0 <= ih < H and 0 <= iw < W:
-                        acc += x[n, ih, iw, c] * gy[n, oh, ow, f]
+                    acc += _tap_product(x, gy, p, c, f, ki, kj, SH, SW, DH, DW, PT, PL, H, W, OH,
+                                        OW, False, ZERO)
                     p += ROWS
             total = _column_sum(partial, row, lane, acc, ROWS, LANES)
             if row == 0 and f < F:
