@@ -66,6 +66,8 @@ def test_float32_and_shapes_checked():
     assert gx.dtype == gk.dtype == gb.dtype == np.float32
     with pytest.raises(ValueError, match=r"grad_output.*\(1, 3, 3, 3\).*\(1, 3, 3, 2\)"):
         numbaconv.conv2d_backward(np.ones((1, 3, 3, 2)), x, kernel)
+    with pytest.raises(ValueError, match=r"`device`.*'gpu'"):
+        numbaconv.conv2d_backward(np.ones((1, 3, 3, 3)), x, kernel, device="gpu")
 
 
 def test_empty_batch_has_zero_kernel_gradient():
