@@ -282,6 +282,14 @@ class _CallCounter:
 _calls = _CallCounter()
 
 
+def _operand(value, name, target):
+    """``value`` where ``target`` computes: a device array of a compute dtype stays on the GPU
+    (read in place), anything else becomes a checked float NumPy array (``name`` in errors)."""
+    if target == "cuda" and cuda_target.is_device_array(value) and cuda_target.in_place(value):
+        return cuda_target.as_device_array(value)
+    return as_float_array(cuda_target.to_host(value), name)
+
+
 def resolve_device(device, inputs):
     """``"cpu"`` or ``"cuda"``: ``device`` checked, or (``None``) where ``inputs`` live.
 
@@ -373,10 +381,7 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
                            activation, device)
     target = resolve_device(device, inputs)
     on_device = cuda_target.is_device_array(inputs)
-    if on_device and target == "cuda" and cuda_target.in_place(inputs):
-        x = cuda_target.as_device_array(inputs)
-    else:
-        x = as_float_array(cuda_target.to_host(inputs), "inputs")
+    x = _operand(inputs, "inputs", target)
     w = as_float_array(cuda_target.to_host(kernel), "kernel")
     arrays = [x, w]
     if bias is not None:
@@ -572,15 +577,8 @@ def conv2d_backward(grad_output, inputs, kernel, strides=1, padding="valid", dat
     """
     target = resolve_device(device, inputs)
     on_device = cuda_target.is_device_array(inputs)
-
-    def operand(value, name):  # device arrays of a compute dtype stay where they are
-        if target == "cuda" and cuda_target.is_device_array(value) and cuda_target.in_place(
-                value):
-            return cuda_target.as_device_array(value)
-        return as_float_array(cuda_target.to_host(value), name)
-
-    x, w, gy = operand(inputs, "inputs"), operand(kernel, "kernel"), operand(grad_output,
-                                                                             "grad_output")
+    x, w, gy = (_operand(value, name, target) for value, name in (
+        (inputs, "inputs"), (kernel, "kernel"), (grad_output, "grad_output")))
     compute_dtype, result_dtype = compute_dtypes(x, w, gy)
     spec = ConvSpec.from_arguments(tuple(x.shape), tuple(w.shape), strides, padding,
                                    data_format, dilation_rate, compute_dtype.name)

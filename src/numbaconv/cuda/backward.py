@@ -28,8 +28,9 @@ from numba import cuda
 
 from .kernels import _load, _pixel, _sizes, _unflatten
 
-__all__ = ["INPUT_THREADS", "LANES_BLOCK", "LANES_MIN_BLOCKS", "REDUCE_BLOCKS", "REDUCE_THREADS", "bias_gradient_kernel", "input_gradient_kernel",
-           "kernel_gradient_kernel", "kernel_gradient_lanes_kernel"]
+__all__ = ["INPUT_THREADS", "LANES_BLOCK", "LANES_MIN_BLOCKS", "REDUCE_BLOCKS", "REDUCE_THREADS",
+           "bias_gradient_kernel", "input_gradient_kernel", "kernel_gradient_kernel",
+           "kernel_gradient_lanes_kernel"]
 
 #: Threads per block of the input gradient, and of the reductions (a power of
 #: two).  Tests shrink them; they are part of the kernel cache key.
