@@ -228,13 +228,17 @@ def test_random_geometries_match_torch_autograd():
 
 
 @pytest.mark.parametrize("groups", [1, 3])
-def test_flipped_transposed_kernel(groups):
-    from numbaconv.cpu.layout import flipped_transposed_kernel
+@pytest.mark.parametrize("small_kernel", [0, 1 << 16], ids=["parallel-nest", "numpy-copy"])
+def test_flipped_transposed_kernel(groups, small_kernel, monkeypatch):
+    from numbaconv.cpu import layout
 
+    monkeypatch.setattr(layout, "SMALL_KERNEL", small_kernel)
     kernel = np.random.default_rng(groups).standard_normal((3, 2, 20, 6 * groups))
-    want = kernel[::-1, ::-1].reshape(3, 2, 20, groups, 6).transpose(0, 1, 4, 3, 2).reshape(
-        3, 2, 6, groups * 20)
-    np.testing.assert_array_equal(flipped_transposed_kernel(kernel, groups), want)
+    want = np.empty((3, 2, 6, groups * 20))
+    for i, j, c, f in np.ndindex(kernel.shape):
+        g, o = divmod(f, 6)
+        want[2 - i, 1 - j, o, g * 20 + c] = kernel[i, j, c, f]
+    np.testing.assert_array_equal(layout.flipped_transposed_kernel(kernel, groups), want)
 
 
 @pytest.mark.parametrize("strides, padding, dilation", [(2, "same", 1), (1, "valid", 2),

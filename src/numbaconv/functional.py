@@ -12,6 +12,7 @@ import math
 import os
 import threading
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -481,53 +482,84 @@ def _input_gradient_by_convolution(spec, gy, kernel, hot):
         return None
     if spec.strides != (1, 1) and spec.is_depthwise and spec.filters == spec.groups:
         return None
-    kh, kw = spec.kernel_size
     # (kh, kw, cout, groups * cin), flipped: tap t of the kernel is tap kh - 1 - t here.
     flipped = layout.flipped_transposed_kernel(kernel, spec.groups)
-    out_h, out_w = spec.output_hw
+    # Planned once per configuration: the Python arithmetic cost a small layer's kernel time.
+    phases = kernel_cache.get(("input_gradient_phases", spec), lambda: _phase_plans(spec))
     if spec.strides == (1, 1):  # one phase: the convolution's output is the gradient
-        rows = _phase_taps(spec.height, kh, 1, spec.dilation[0], spec.pads[0][0], 0)
-        cols = _phase_taps(spec.width, kw, 1, spec.dilation[1], spec.pads[1][0], 0)
-        return _phase_gradient(spec, gy, flipped, rows, cols, (out_h, out_w), hot)
+        return _phase_gradient(phases[0], gy, flipped, hot)
     grad_x = np.empty((spec.batch, spec.height, spec.width, spec.in_channels), dtype=gy.dtype)
-    for a in range(spec.strides[0]):
-        rows = _phase_taps(spec.height, kh, spec.strides[0], spec.dilation[0],
-                           spec.pads[0][0], a)
-        for b in range(spec.strides[1]):
-            cols = _phase_taps(spec.width, kw, spec.strides[1], spec.dilation[1],
-                               spec.pads[1][0], b)
-            target = grad_x[:, a::spec.strides[0], b::spec.strides[1]]
-            target[...] = _phase_gradient(spec, gy, flipped, rows, cols, (out_h, out_w), hot)
+    for phase in phases:
+        grad_x[phase.target] = _phase_gradient(phase, gy, flipped, hot)
     return grad_x
 
 
-def _phase_gradient(spec, gy, flipped, rows, cols, out_hw, hot):
-    """One phase of :func:`_input_gradient_by_convolution` (zeros where no tap reaches it)."""
+class _Phase(NamedTuple):
+    """One phase of the transposed convolution as a forward convolution (see
+    :func:`_phase_plans`): ``grad_x[target] = conv(gy[source], flipped[taps])``
+    under ``spec``, or zeros of ``shape`` where ``spec`` is None."""
+
+    target: tuple
+    source: tuple
+    taps: tuple | None  # (rows, cols) of the flipped kernel; None: all of it
+    spec: ConvSpec | None
+    shape: tuple
+
+
+def _phase_plans(spec):
+    """The phases of :func:`_input_gradient_by_convolution` for ``spec``, row phase major."""
+    kh, kw = spec.kernel_size
+    (sh, sw), (dh, dw) = spec.strides, spec.dilation
+    out_hw = spec.output_hw
+    plans = []
+    for a in range(sh):
+        rows = _phase_taps(spec.height, kh, sh, dh, spec.pads[0][0], a)
+        for b in range(sw):
+            cols = _phase_taps(spec.width, kw, sw, dw, spec.pads[1][0], b)
+            target = (slice(None), slice(a, None, sh), slice(b, None, sw))
+            plans.append(_phase_plan(spec, rows, cols, out_hw, target))
+    return tuple(plans)
+
+
+def _phase_plan(spec, rows, cols, out_hw, target):
+    """One :class:`_Phase` from the taps of :func:`_phase_taps` along each axis."""
     (count_h, taps_h, start_h, step_h), (count_w, taps_w, start_w, step_w) = rows, cols
-    shape = (gy.shape[0], count_h, count_w, flipped.shape[3])
+    shape = (spec.batch, count_h, count_w, spec.in_channels)
+    zeros = _Phase(target, (), None, None, shape)
     if not (taps_h and taps_w and count_h and count_w):
-        return np.zeros(shape, dtype=gy.dtype)
-    pads, crops = [], []
+        return zeros
+    pads, crops = [], [slice(None)]
     for count, taps, start, step, out in ((count_h, taps_h, start_h, step_h, out_hw[0]),
                                           (count_w, taps_w, start_w, step_w, out_hw[1])):
         before = -start  # zeros before the first output gradient read (or rows skipped)
         after = count - 1 + start + (len(taps) - 1) * step - (out - 1)
         crops.append(slice(max(0, -before), out + min(0, after)))
         pads.append((max(0, before), max(0, after)))
-    source = gy[:, crops[0], crops[1]]
+    source_hw = [len(range(out)[crop]) for crop, out in zip(crops[1:], out_hw)]
     spans = ((len(taps_h) - 1) * step_h + 1, (len(taps_w) - 1) * step_w + 1)
-    if any(source.shape[1 + i] + sum(pads[i]) < spans[i] for i in (0, 1)):
-        return np.zeros(shape, dtype=gy.dtype)  # outside every window
-    rows_taps = [flipped.shape[0] - 1 - t for t in taps_h]
-    cols_taps = [flipped.shape[1] - 1 - t for t in taps_w]
-    if rows_taps == list(range(flipped.shape[0])) and cols_taps == list(range(flipped.shape[1])):
-        taps = flipped  # every tap (stride 1): no copy
-    else:
-        taps = np.ascontiguousarray(flipped[np.ix_(rows_taps, cols_taps)])
-    source = np.ascontiguousarray(source)
-    gradient_spec = ConvSpec.from_arguments(source.shape, taps.shape, 1, tuple(pads),
-                                            "channels_last", (step_h, step_w), spec.dtype)
-    return convolve(gradient_spec, source, taps, None, activations.linear, hot)
+    if any(source_hw[i] + sum(pads[i]) < spans[i] for i in (0, 1)):
+        return zeros  # outside every window
+    kh, kw = spec.kernel_size
+    rows_taps = [kh - 1 - t for t in taps_h]
+    cols_taps = [kw - 1 - t for t in taps_w]
+    everything = rows_taps == list(range(kh)) and cols_taps == list(range(kw))
+    taps = None if everything else np.ix_(rows_taps, cols_taps)  # stride 1: every tap, no copy
+    filters = spec.filters
+    taps_shape = (len(rows_taps), len(cols_taps), filters // spec.groups,
+                  spec.in_channels)
+    gradient_spec = ConvSpec.from_arguments((spec.batch, *source_hw, filters), taps_shape, 1,
+                                            tuple(pads), "channels_last", (step_h, step_w),
+                                            spec.dtype)
+    return _Phase(target, tuple(crops), taps, gradient_spec, shape)
+
+
+def _phase_gradient(phase, gy, flipped, hot):
+    """The input gradient of one :class:`_Phase` (zeros where no tap reaches it)."""
+    if phase.spec is None:
+        return np.zeros(phase.shape, dtype=gy.dtype)
+    taps = flipped if phase.taps is None else np.ascontiguousarray(flipped[phase.taps])
+    source = np.ascontiguousarray(gy[phase.source])
+    return convolve(phase.spec, source, taps, None, activations.linear, hot)
 
 
 def conv2d_backward(grad_output, inputs, kernel, strides=1, padding="valid", data_format=None,
