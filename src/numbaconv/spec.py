@@ -30,6 +30,8 @@ _LAYOUTS = ("channels_last", "channels_first")
 
 
 def _is_int(value) -> bool:
+    if type(value) is int:  # the common case, without the slow ABC check
+        return True
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -127,6 +129,14 @@ def _explicit_pads(padding):
 _config_cache = {}
 
 
+@functools.lru_cache(maxsize=8)
+def _config_path(keras_home, home):
+    """Keras's config file for these ``KERAS_HOME`` and ``HOME`` values (remembered: the
+    path arithmetic cost half of building a spec)."""
+    keras_home = keras_home or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(keras_home, "keras.json")
+
+
 def image_data_format():
     """The default layout: ``image_data_format`` from the Keras config file.
 
@@ -135,10 +145,7 @@ def image_data_format():
     size changes, so edits take effect without re-import at the cost of one
     ``stat`` per call.  A missing or unreadable file means ``"channels_last"``.
     """
-    keras_home = os.environ.get("KERAS_HOME") or os.path.join(
-        os.path.expanduser("~"), ".keras"
-    )
-    path = os.path.join(keras_home, "keras.json")
+    path = _config_path(os.environ.get("KERAS_HOME"), os.environ.get("HOME"))
     try:
         stat = os.stat(path)
         key = (path, stat.st_mtime_ns, stat.st_size)

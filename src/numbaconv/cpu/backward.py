@@ -202,7 +202,13 @@ def _depthwise_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, P
     vector loaded, its ``KW`` sums in registers, over the pixels that every
     column tap reaches; the others run tap by tap (measured against one tap
     per pass: 14²×576 45 → 80 GFLOP/s, 112²×32 70 → 84-100, 112²×96 stride
-    2 at N=8, which streams from memory, unchanged).  The row arithmetic is
+    2 at N=8, which streams from memory, unchanged).  The pixels the steps
+    leave (a row's first and last, for 3 taps) go one by one from a list made
+    once per item (against a test per pixel of each row: 1.19-1.26x on
+    112²×32, 1.15x on 112²×96 stride 2 at N=8, 14²×576 unchanged).  The
+    way LLVM compiles this loop nest is fragile: three other ways of
+    skipping the test made it store the sums to memory on every step
+    (checked in the assembly).  The row arithmetic is
     written out here and in
     :func:`_kernel_gradient_task` on purpose: moved into an inlined helper,
     it made the dense tile 5x slower (measured).
@@ -220,6 +226,22 @@ def _depthwise_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, P
         lo, hi = _valid_range(OW, W, SW, kj * DW - PL)
         lo_all, hi_all = max(lo_all, lo), min(hi_all, hi)
     steps_end = lo_all + max(0, hi_all - lo_all) // CB * CB
+    # The (pixel, column tap) pairs outside the steps, listed once as offsets
+    # in the rows of x, gy and tail: a scan of each row for them (a test per
+    # pixel and tap) cost a fifth of the kernel on 112-wide rows, and with
+    # the tap index read at run time LLVM kept the sums out of registers.
+    edge_x = np.empty(KW * OW, dtype=np.int64)
+    edge_gy = np.empty(KW * OW, dtype=np.int64)
+    edge_tail = np.empty(KW * OW, dtype=np.int64)
+    edges = 0
+    for kj in range(KW):
+        lo, hi = _valid_range(OW, W, SW, kj * DW - PL)
+        for ow in range(lo, hi):
+            if ow < lo_all or ow >= steps_end:
+                edge_x[edges] = (ow * SW - PL + kj * DW) * G
+                edge_gy[edges] = ow * G
+                edge_tail[edges] = kj * G
+                edges += 1
     acc = np.empty(KW * lanes, dtype=grad.dtype)
     tail = np.empty(KW * G, dtype=grad.dtype)
     for chunk in range(item, (rows + ROWS - 1) // ROWS, SPLITS):
@@ -248,16 +270,11 @@ def _depthwise_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, P
                             for lane in range(lanes):
                                 acc[kj * lanes + lane] += (x[n, ih, np.uint64(xs + lane)]
                                                            * gy[n, oh, np.uint64(gs + lane)])
-                    for kj in range(KW):  # the pixels left, tap by tap, one by one
-                        lo, hi = _valid_range(OW, W, SW, kj * DW - PL)
-                        for ow in range(lo, hi):
-                            if lo_all <= ow < steps_end:
-                                continue
-                            xs = (ow * SW - PL + kj * DW) * G
-                            gs = ow * G
-                            for c in range(c0, c0 + width):  # the block's channels
-                                tail[kj * G + c] += (x[n, ih, np.uint64(xs + c)]
-                                                     * gy[n, oh, np.uint64(gs + c)])
+                    for e in range(edges):  # the pixels left, tap by tap, one by one
+                        xs, gs, ts = edge_x[e] + c0, edge_gy[e] + c0, edge_tail[e] + c0
+                        for c in range(width):  # the block's channels
+                            tail[np.uint64(ts + c)] += (x[n, ih, np.uint64(xs + c)]
+                                                        * gy[n, oh, np.uint64(gs + c)])
                 for kj in range(KW):
                     for lane in range(owned, width):
                         total = tail[kj * G + c0 + lane]
