@@ -241,6 +241,50 @@ def test_flipped_transposed_kernel(groups, small_kernel, monkeypatch):
     np.testing.assert_array_equal(layout.flipped_transposed_kernel(kernel, groups), want)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flipped_transposed_packed(dtype):
+    from numbaconv.cpu import layout
+    from numbaconv.cpu.direct import DENSE_BLOCK
+
+    kernel = np.random.default_rng(3).standard_normal((3, 2, 70, 20)).astype(dtype)
+    packed, finite = layout.flipped_transposed_packed(kernel, DENSE_BLOCK)
+    want = np.zeros((2, 3, 2, 20, DENSE_BLOCK), dtype=dtype)  # 70 channels: 64, then 6 + zeros
+    for i, j, c, o in np.ndindex(kernel.shape):
+        want[c // DENSE_BLOCK, 2 - i, 1 - j, o, c % DENSE_BLOCK] = kernel[i, j, c, o]
+    np.testing.assert_array_equal(packed, want)
+    assert finite
+    kernel[1, 0, 65, 7] = np.nan
+    assert not layout.flipped_transposed_packed(kernel, DENSE_BLOCK)[1]
+
+
+@pytest.mark.parametrize("strides, padding, dilation", [(1, "same", 1), (1, "valid", 2),
+                                                        (2, "same", 1)])
+def test_input_gradient_from_the_kernel_packed_in_one_pass(strides, padding, dilation,
+                                                           monkeypatch):
+    """Every one-group kernel takes the one-pass packing (as large ones do), 70 channels:
+    a block and a padded one."""
+    from numbaconv.cpu import layout
+
+    monkeypatch.setattr(layout, "SMALL_KERNEL", 0)
+    rng = np.random.default_rng(strides + dilation)
+    x = rng.standard_normal((2, 7, 6, 5))
+    kernel = rng.standard_normal((3, 3, 5, 70))
+    loss, grad_output = _loss_and_weights(x, kernel, strides, padding, dilation,
+                                          "channels_last", seed=4)
+    gx, _, _ = numbaconv.conv2d_backward(grad_output, x, kernel, strides=strides,
+                                         padding=padding, dilation_rate=dilation)
+    assert relative_error(gx, finite_differences(lambda: loss(x, kernel), x)) < 1e-6
+    # An inf weight meets the padding's zeros as it does in the three-pass form (NaN there).
+    kernel[0, 1, 2, 3] = np.inf
+    fused = numbaconv.conv2d_backward(grad_output, x, kernel, strides=strides,
+                                      padding=padding, dilation_rate=dilation)[0]
+    monkeypatch.setattr(layout, "SMALL_KERNEL", 1 << 60)
+    plain = numbaconv.conv2d_backward(grad_output, x, kernel, strides=strides,
+                                      padding=padding, dilation_rate=dilation)[0]
+    np.testing.assert_array_equal(np.isnan(fused), np.isnan(plain))
+    assert np.isnan(fused).any() or strides > 1  # stride 1: zeros around the output gradient
+
+
 @pytest.mark.parametrize("strides, padding, dilation", [(2, "same", 1), (1, "valid", 2),
                                                         (3, ((2, 0), (1, 3)), 1)])
 @pytest.mark.parametrize("channels, specialized", [(1, False), (3, False), (4, False),

@@ -21,7 +21,7 @@ from . import cuda as cuda_target
 from .cache import kernel_cache
 from .cpu import backward as cpu_backward
 from .cpu import layout
-from .cpu.direct import channel_pads, pack_weights
+from .cpu.direct import DENSE_BLOCK, channel_pads, pack_weights
 from .cuda import run as cuda_run
 from .dispatch import prefers_padded_input, select, supports, wants_specialized
 from .spec import ConvSpec
@@ -483,7 +483,7 @@ def _input_gradient_by_convolution(spec, gy, kernel, hot):
     if spec.strides != (1, 1) and spec.is_depthwise and spec.filters == spec.groups:
         return None
     # (kh, kw, cout, groups * cin), flipped: tap t of the kernel is tap kh - 1 - t here.
-    flipped = layout.flipped_transposed_kernel(kernel, spec.groups)
+    flipped = _TransposedKernel(kernel, spec.groups)
     # Planned once per configuration: the Python arithmetic cost a small layer's kernel time.
     phases = kernel_cache.get(("input_gradient_phases", spec), lambda: _phase_plans(spec))
     if spec.strides == (1, 1):  # one phase: the convolution's output is the gradient
@@ -492,6 +492,38 @@ def _input_gradient_by_convolution(spec, gy, kernel, hot):
     for phase in phases:
         grad_x[phase.target] = _phase_gradient(phase, gy, flipped, hot)
     return grad_x
+
+
+class _TransposedKernel(Snapshot):
+    """The kernel of the input gradient's convolution, made in the forms the convolution reads.
+
+    ``value`` is :func:`~numbaconv.cpu.layout.flipped_transposed_kernel` of
+    ``kernel``, made on first use.  A large one-group kernel is packed for
+    the dense nest and checked for inf/NaN straight from ``kernel``, in one
+    pass (:func:`~numbaconv.cpu.layout.flipped_transposed_packed`; on 7²×512
+    at N=1, flipping, packing and checking took three passes over 9.4 MB,
+    a quarter of the backward), and ``value`` is then never made.
+    """
+
+    __slots__ = ("_flipped", "_groups", "_kernel")
+
+    def __init__(self, kernel, groups):  # no Snapshot.__init__: ``value`` is made on demand
+        self._kernel, self._groups, self._flipped = kernel, groups, None
+        self._derived = {}
+
+    @property
+    def value(self):
+        if self._flipped is None:
+            self._flipped = layout.flipped_transposed_kernel(self._kernel, self._groups)
+        return self._flipped
+
+    def derived(self, key, compute):
+        packed = ("dense", self._kernel.dtype)
+        if (key in ("all_finite", packed) and key not in self._derived and self._groups == 1
+                and self._kernel.size >= layout.SMALL_KERNEL):
+            self._derived[packed], self._derived["all_finite"] = (
+                layout.flipped_transposed_packed(self._kernel, DENSE_BLOCK))
+        return super().derived(key, compute)
 
 
 class _Phase(NamedTuple):
@@ -557,7 +589,7 @@ def _phase_gradient(phase, gy, flipped, hot):
     """The input gradient of one :class:`_Phase` (zeros where no tap reaches it)."""
     if phase.spec is None:
         return np.zeros(phase.shape, dtype=gy.dtype)
-    taps = flipped if phase.taps is None else np.ascontiguousarray(flipped[phase.taps])
+    taps = flipped if phase.taps is None else np.ascontiguousarray(flipped.value[phase.taps])
     source = np.ascontiguousarray(gy[phase.source])
     return convolve(phase.spec, source, taps, None, activations.linear, hot)
 

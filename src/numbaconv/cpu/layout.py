@@ -17,7 +17,7 @@ from numba import prange
 
 from ..jit import kernel_jit
 
-__all__ = ["flipped_transposed_kernel", "pad_channels", "prepare_input", "scratch",
+__all__ = ["flipped_transposed_kernel", "flipped_transposed_packed", "pad_channels", "prepare_input", "scratch",
            "to_channels_first", "to_channels_last"]
 
 # The copies index flat arrays with unsigned indices: no views in the loops
@@ -276,6 +276,54 @@ def _flip_swap(kernel, out, G):
             row = np.uint64(o)
             for c in range(c0, min(c0 + BLOCK, CIN)):
                 out[i, j, row, np.uint64(g * CIN + c)] = kernel[si, sj, np.uint64(c), f]
+
+
+@kernel_jit(parallel=True)
+def _flip_swap_pack(kernel, out):
+    """``out[b, i, j, o, l] = kernel[KH−1−i, KW−1−j, b·L + l, o]``, zero past the channels.
+
+    Returns the number of inf/NaN values.  A task is one block ``b``, tap
+    and run of 16 filters ``o``: it reads 16 contiguous values of each of
+    the block's ``L`` kernel rows in turn, and writes them down 16 rows of
+    ``L`` (the other way round, reads 2 KB apart thrashed the L1 cache).
+    """
+    KH, KW, CIN, COUT = kernel.shape
+    blocks, L = out.shape[0], out.shape[4]
+    RUN = 16
+    runs = (COUT + RUN - 1) // RUN
+    zero = out.dtype.type(0)
+    non_finite = 0
+    for task in prange(blocks * KH * KW * runs):
+        b = task // (KH * KW * runs)
+        rest = task - b * (KH * KW * runs)
+        tap = rest // runs
+        o0 = (rest - tap * runs) * RUN
+        i, j = tap // KW, tap % KW
+        si, sj = np.uint64(KH - 1 - i), np.uint64(KW - 1 - j)
+        bu, iu, ju = np.uint64(b), np.uint64(i), np.uint64(j)
+        bad = 0
+        for lane in range(L):  # along the kernel's rows: strided reads thrash the L1 cache
+            c = b * L + lane
+            cu, lu = np.uint64(c), np.uint64(lane)
+            for o in range(o0, min(o0 + RUN, COUT)):
+                value = kernel[si, sj, cu, np.uint64(o)] if c < CIN else zero
+                out[bu, iu, ju, np.uint64(o), lu] = value
+                bad += 0 if value - value == zero else 1
+        non_finite += bad
+    return non_finite
+
+
+def flipped_transposed_packed(kernel, lanes):
+    """:func:`flipped_transposed_kernel` of a one-group kernel, packed as the dense nest reads it.
+
+    ``(KH, KW, CIN, COUT)`` → ``(blocks, KH, KW, COUT, lanes)``, the input
+    channels in blocks of ``lanes`` (the last padded with zeros), in one
+    parallel pass that also checks the values, instead of three (flip and
+    transpose, pack, check).  Returns ``(packed, all_finite)``.
+    """
+    kh, kw, cin, cout = kernel.shape
+    out = np.empty((-(-cin // lanes), kh, kw, cout, lanes), dtype=kernel.dtype)
+    return out, _flip_swap_pack(np.ascontiguousarray(kernel), out) == 0
 
 
 #: Kernel elements below which :func:`flipped_transposed_kernel` copies with NumPy
