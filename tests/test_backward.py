@@ -194,6 +194,33 @@ def test_specialized_kernel_gradient(channels, filters, groups, dtype):
         np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
 
 
+@pytest.mark.parametrize("strides, padding, dilation, size, channels", [
+    (2, "same", 1, 3, 9), ((2, 3), "valid", 1, 3, 7), ((1, 2), "same", (2, 1), 3, 5),
+    (3, "same", 1, 5, 4), (2, ((1, 2), (0, 3)), 1, 2, 3)])
+@pytest.mark.parametrize("specialized", [False, True])
+def test_strided_depthwise_input_gradient(strides, padding, dilation, size, channels,
+                                          specialized):
+    # Tap slots past the kernel or the output, clamped and selected away.
+    from numbaconv.cpu import backward
+    from numbaconv.spec import ConvSpec
+
+    rng = np.random.default_rng(channels)
+    x = rng.standard_normal((2, 8, 9, channels))
+    kernel = rng.standard_normal((size, size, 1, channels))
+    spec = ConvSpec.from_arguments(x.shape, kernel.shape, strides, padding, "channels_last",
+                                   dilation, "float64")
+    assert backward.is_strided_depthwise(spec)
+    weights = rng.standard_normal(spec.output_shape)
+
+    def loss():  # linear in x: its gradient is the input gradient of ``weights``
+        return float(np.sum(weights * reference_conv2d(x, kernel, spec.strides, spec.pads,
+                                                       spec.dilation)))
+
+    got = np.full_like(x, np.nan)
+    backward.depthwise_input_gradient(spec, weights, kernel, got, specialized)
+    assert relative_error(got, finite_differences(loss, x)) < 1e-6
+
+
 def test_random_geometries_match_torch_autograd():
     # Phases of strided input gradients (taps reaching some phases, none others),
     # tiny images, kernels wider than the image with "same" padding, groups.

@@ -431,6 +431,9 @@ def backward(spec, x, kernel, grad_output, hot=True):
             grad_x = np.empty(xl.shape, dtype=dtype)
             cpu_backward.narrow_input_gradient(spec, gy, np.ascontiguousarray(kernel), grad_x,
                                                specialized)
+        elif cpu_backward.is_strided_depthwise(spec):
+            grad_x = np.empty(xl.shape, dtype=dtype)
+            cpu_backward.depthwise_input_gradient(spec, gy, kernel, grad_x, specialized)
         else:
             grad_x = _input_gradient_by_convolution(spec, gy, kernel, hot)
         if grad_x is None:  # the generic gather nest
@@ -474,13 +477,12 @@ def _input_gradient_by_convolution(spec, gy, kernel, hot):
     convolution per phase of the input pixels (``ih mod s``, ``iw mod s``),
     with the taps that reach that phase.  So it runs on the fast, specialized
     forward kernels.  Returns None when an axis is both strided and dilated,
-    and for strided depthwise layers, whose phases are too small to pay for
-    the calls (measured on 112²×96 stride 2: 2.5x slower than the generic
-    nest), which the generic nest of :mod:`numbaconv.cpu.backward` computes.
+    which the generic nest of :mod:`numbaconv.cpu.backward` computes.
+    (Strided depthwise layers have a nest of their own there: their phases
+    were too small to pay for the calls, 2.5x slower than the generic nest
+    on 112²×96 stride 2.)
     """
     if cpu_backward.strided_and_dilated(spec):
-        return None
-    if spec.strides != (1, 1) and spec.is_depthwise and spec.filters == spec.groups:
         return None
     # (kh, kw, cout, groups * cin), flipped: tap t of the kernel is tap kh - 1 - t here.
     flipped = _TransposedKernel(kernel, spec.groups)

@@ -6,10 +6,12 @@ g(f)·CIN + c] · w[ki, kj, c, f]`` (channels_last, group ``g(f) = f // COUT``):
 * the input gradient is a transposed direct convolution.  Most layers run
   it as forward convolutions (:func:`numbaconv.functional.backward`); layers
   with a few input channels (a stem's 3) sum along the filters here
-  (:func:`_narrow_input_gradient_task`); the rest (strided depthwise layers,
-  axes both strided and dilated) run :func:`input_gradient`, where each
-  input pixel gathers the output gradients of the windows that read it.  One
-  task per input row: each task writes only its own row, so no races;
+  (:func:`_narrow_input_gradient_task`), strided depthwise layers gather
+  each input pixel's output gradients with the taps unrolled
+  (:func:`_depthwise_input_gradient_task`), and layers with an axis both
+  strided and dilated run :func:`input_gradient`, where each input pixel
+  gathers the output gradients of the windows that read it.  One task per
+  input row: each task writes only its own row, so no races;
 * the kernel gradient correlates input and output gradient: for each tap, a
   matrix product of the input's channels and the output gradient's filters
   over the output pixels (:func:`_kernel_gradient_task`), tiled in registers
@@ -36,8 +38,9 @@ from ..jit import kernel_jit
 from . import layout
 from .direct import _CONTRACT, _valid_range
 
-__all__ = ["bias_gradient", "input_gradient", "is_narrow", "kernel_gradient",
-           "kernel_gradient_plan", "narrow_input_gradient", "strided_and_dilated"]
+__all__ = ["bias_gradient", "depthwise_input_gradient", "input_gradient", "is_narrow",
+           "is_strided_depthwise", "kernel_gradient", "kernel_gradient_plan",
+           "narrow_input_gradient", "strided_and_dilated"]
 
 
 @njit(inline="always")
@@ -356,15 +359,58 @@ def _narrow_input_gradient_task(gy, w, gx, item, KH, KW, SH, SW, DH, DW, PT, PL,
                 gx[n, ih, iw, c0 + c] = fold[0]
 
 
+def _depthwise_input_gradient_task(gy, w, gx, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                   COUT, CB, OCB, ROWS, SPLITS, CG):
+    """Input row ``item`` of a strided depthwise layer's input gradient (one filter a channel).
+
+    ``gx[n, ih, iw, c] = Σ gy[n, oh, ow, c] · w[ki, kj, c]`` over the taps
+    that read the pixel, with ``gx`` and ``gy`` as flat rows (``(N, H,
+    W·G)``, ``(N, OH, OW·G)``) and ``w`` as ``(KH, KW, G)``.  Those taps
+    are every ``SH``-th along an axis from the first, ``(ih + PT) mod SH``
+    (an axis is not both strided and dilated here): so a pixel has
+    ``⌈KH/SH⌉ × ⌈KW/SW⌉`` tap slots, a constant, unrolled inside the loop
+    over channels, which is vectorized with each channel's sum in a
+    register.  A slot whose tap or output lies outside reads a clamped
+    place and selects zero instead (no branch in the loop).  Against the
+    generic gather nest (a test per tap, sums in memory): 1.7x on 112²×96
+    stride 2 at N=1, 1.2x at N=8.
+    """
+    H, OH = gx.shape[1], gy.shape[1]
+    W, OW = gx.shape[2] // G, gy.shape[2] // G
+    TH, TW = (KH + SH - 1) // SH, (KW + SW - 1) // SW
+    n = item // H
+    ih = item - n * H
+    first_h = (ih + PT) % SH
+    nu, ihu = np.uint64(n), np.uint64(ih)
+    zero = gx.dtype.type(0)
+    for iw in range(W):
+        first_w = (iw + PL) % SW
+        for c in range(G):
+            total = zero
+            for a in range(TH):
+                ki = first_h + a * SH
+                oh = (ih + PT - ki * DH) // SH
+                row_inside = ki < KH and 0 <= oh < OH
+                ohu, kiu = np.uint64(min(max(oh, 0), OH - 1)), np.uint64(min(ki, KH - 1))
+                for b in range(TW):
+                    kj = first_w + b * SW
+                    ow = (iw + PL - kj * DW) // SW
+                    inside = row_inside and kj < KW and 0 <= ow < OW
+                    owc, kju = min(max(ow, 0), OW - 1), np.uint64(min(kj, KW - 1))
+                    value = gy[nu, ohu, np.uint64(owc * G + c)]
+                    total += (value if inside else zero) * w[kiu, kju, np.uint64(c)]
+            gx[nu, ihu, np.uint64(iw * G + c)] = total
+
+
 #: The tasks by number, the drivers' compile-time selector.  Inlined into
 #: the drivers; module globals so that Numba's disk cache keys the
 #: specialized closures by their integer constants only.
 (DENSE_KERNEL_GRADIENT, DEPTHWISE_KERNEL_GRADIENT, NARROW_INPUT_GRADIENT,
- SHIFTED_KERNEL_GRADIENT) = range(4)
-_dense_task, _depthwise_task, _narrow_task, _shifted_task = (
+ SHIFTED_KERNEL_GRADIENT, DEPTHWISE_INPUT_GRADIENT) = range(5)
+_dense_task, _depthwise_task, _narrow_task, _shifted_task, _depthwise_input_task = (
     njit(inline="always")(task) for task in (
         _kernel_gradient_task, _depthwise_kernel_gradient_task, _narrow_input_gradient_task,
-        _shifted_kernel_gradient_task))
+        _shifted_kernel_gradient_task, _depthwise_input_gradient_task))
 
 
 def _generic_driver(TASK):
@@ -385,15 +431,19 @@ def _generic_driver(TASK):
             for item in prange(items):
                 _narrow_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
                              OCB, ROWS, SPLITS, CG)
-        else:
+        elif TASK == 3:
             for item in prange(items):
                 _shifted_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
                               OCB, ROWS, SPLITS, CG)
+        else:
+            for item in prange(items):
+                _depthwise_input_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                      COUT, CB, OCB, ROWS, SPLITS, CG)
 
     return drive
 
 
-_GENERIC = [_generic_driver(task) for task in range(4)]
+_GENERIC = [_generic_driver(task) for task in range(5)]
 
 
 def _specialized_driver(arguments):
@@ -420,10 +470,14 @@ def _specialized_driver(arguments):
             for item in prange(items):
                 _narrow_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
                              OCB, ROWS, SPLITS, CG)
-        else:
+        elif TASK == 3:
             for item in prange(items):
                 _shifted_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
                               OCB, ROWS, SPLITS, CG)
+        else:
+            for item in prange(items):
+                _depthwise_input_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                      COUT, CB, OCB, ROWS, SPLITS, CG)
 
     return drive
 
@@ -599,6 +653,24 @@ def narrow_input_gradient(spec, gy, kernel, gx, specialized):
                  spec.pads[1][0], 1, cin, spec.filters, _channel_tile(cin), _filter_lanes(spec),
                  0, 1, 1)
     _run(arguments, gx.shape[0] * gx.shape[1], gy, kernel, gx, specialized)
+
+
+def is_strided_depthwise(spec):
+    """Whether :func:`depthwise_input_gradient` computes ``spec``'s input gradient: a strided
+    depthwise layer, one filter a channel, no axis both strided and dilated."""
+    return (spec.is_depthwise and spec.filters == spec.groups and spec.strides != (1, 1)
+            and not strided_and_dilated(spec))
+
+
+def depthwise_input_gradient(spec, gy, kernel, gx, specialized):
+    """The input gradient of a layer :func:`is_strided_depthwise` accepts, into channels_last
+    ``gx``; ``gy`` is channels_last, ``kernel`` in Keras layout, both of ``gx``'s dtype."""
+    kh, kw = spec.kernel_size
+    arguments = (DEPTHWISE_INPUT_GRADIENT, kh, kw, *spec.strides, *spec.dilation,
+                 spec.pads[0][0], spec.pads[1][0], spec.groups, 1, 1, 1, 1, 0, 1, 1)
+    flat = (gy.reshape(*gy.shape[:2], -1), np.ascontiguousarray(kernel).reshape(kh, kw, -1),
+            gx.reshape(*gx.shape[:2], -1))
+    _run(arguments, gx.shape[0] * gx.shape[1], *flat, specialized)
 
 
 @kernel_jit(parallel=True)
