@@ -178,26 +178,29 @@ def test_two_processes_fill_one_cache_at_once(tmp_path):
 
 
 def test_damaged_cache_entries_are_recompiled(tmp_path):
-    # One cache, damaged three ways in turn; each run recompiles what it finds damaged and
-    # writes it back whole for the next damage (a fresh cache per kind cost 2 compilations more).
+    # One cache, its entries damaged three ways at once (truncated, overwritten with garbage,
+    # emptied; a run per kind of damage cost two more processes); the run recompiles what it
+    # finds damaged, then a clean run loads what it wrote back.
+    damages = ("truncate", "garbage", "empty")
     code, out, err = _finish(_run_cached(tmp_path))
     assert code == 0, err[-2000:]
-    for damage in ("truncate", "garbage", "empty"):
-        entries = [os.path.join(root, name) for root, _, names in os.walk(tmp_path)
-                   for name in names if name.endswith((".nbi", ".nbc"))]
-        assert entries
-        for path in entries:
-            with open(path, "r+b") as f:
-                data = f.read()
-                f.seek(0)
-                f.truncate()
-                if damage == "truncate":
-                    f.write(data[: len(data) // 2])
-                elif damage == "garbage":
-                    f.write(os.urandom(len(data)))
+    entries = sorted(os.path.join(root, name) for root, _, names in os.walk(tmp_path)
+                     for name in names if name.endswith((".nbi", ".nbc")))
+    assert len(entries) >= len(damages), entries
+    for number, path in enumerate(entries):
+        damage = damages[number % len(damages)]
+        with open(path, "r+b") as f:
+            data = f.read()
+            f.seek(0)
+            f.truncate()
+            if damage == "truncate":
+                f.write(data[: len(data) // 2])
+            elif damage == "garbage":
+                f.write(os.urandom(len(data)))
+    for run in ("damaged", "rewritten"):
         code, out, err = _finish(_run_cached(tmp_path))
-        assert code == 0 and out.strip() == "ok", (damage, err[-2000:])
-        assert err.count("Warning") <= 1, damage
+        assert code == 0 and out.strip() == "ok", (run, err[-2000:])
+        assert err.count("Warning") <= 1, (run, err[-2000:])
 
 
 # --------------------------------------------------------------------------- memory

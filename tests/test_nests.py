@@ -44,14 +44,21 @@ def _check(x, kernel, strides, padding, dilation, bias, activation, data_format=
 
 
 # The specialized tier runs the same task code and compiles once per geometry: it samples
-# the widths (a few compilations less in the default test run).
-_WIDTH_TIERS = ([(width, "never") for width in range(1, 14)]
-                + [(width, "always") for width in (1, 3, 4, 5, 8, 9, 13)])
+# the widths and, as each geometry and channel count compiles twice (both paddings), 7 of the 12
+# pairings of geometry and channels.
+_DEPTHWISE_GEOMETRIES = [(1, 1), (2, 1), (1, 2), (3, 1)]
+_DEPTHWISE_CHANNELS = [(5, 1), (32, 1), (3, 2)]
+_SPECIALIZED_DEPTHWISE = [((1, 1), (5, 1)), ((3, 1), (5, 1)), ((1, 1), (32, 1)),
+                          ((2, 1), (32, 1)), ((1, 2), (32, 1)), ((2, 1), (3, 2)),
+                          ((1, 2), (3, 2))]
+_DEPTHWISE_TIERS = ([(width, *geometry, *channels, "never") for width in range(1, 14)
+                     for geometry in _DEPTHWISE_GEOMETRIES for channels in _DEPTHWISE_CHANNELS]
+                    + [(width, *geometry, *channels, "always") for width in (1, 3, 4, 5, 8, 9, 13)
+                       for geometry, channels in _SPECIALIZED_DEPTHWISE])
 
 
-@pytest.mark.parametrize("width, tier", _WIDTH_TIERS, indirect=["tier"])
-@pytest.mark.parametrize("strides, dilation", [(1, 1), (2, 1), (1, 2), (3, 1)])
-@pytest.mark.parametrize("channels, multiplier", [(5, 1), (32, 1), (3, 2)])
+@pytest.mark.parametrize("width, strides, dilation, channels, multiplier, tier",
+                         _DEPTHWISE_TIERS, indirect=["tier"])
 def test_depthwise_tiles_and_borders(width, strides, dilation, channels, multiplier, tier):
     # Widths 1-13 put 0, 1 or more 4-pixel tiles (the last one overlapping) between
     # border pixels; the first and last rows clip the window.
@@ -125,13 +132,16 @@ def _run_shifted(x, kernel, strides, padding, dilation, bias, activation, data_f
 
 
 # The specialized tier (the same task code, compiled per geometry) samples the groupings
-# and the geometries.
+# and the geometries: each grouping meets two of three geometries, each geometry two groupings.
 _GROUPINGS = [(2, 6), (4, 16), (4, 96), (8, 72), (16, 32), (64, 128)]
 _SHIFTED_GEOMETRIES = [(4, 1, 1), (5, 1, 1), (9, 2, 1), (13, 1, 2), (11, 3, 1)]
 _GROUPING_TIERS = ([(*grouping, *geometry, "never") for grouping in _GROUPINGS
                     for geometry in _SHIFTED_GEOMETRIES]
-                   + [(*grouping, *geometry, "always") for grouping in ((2, 6), (4, 96), (64, 128))
-                      for geometry in ((4, 1, 1), (9, 2, 1), (13, 1, 2))])
+                   + [(*grouping, *geometry, "always")
+                      for grouping, geometries in (((2, 6), ((4, 1, 1), (9, 2, 1))),
+                                                   ((4, 96), ((9, 2, 1), (13, 1, 2))),
+                                                   ((64, 128), ((4, 1, 1), (13, 1, 2))))
+                      for geometry in geometries])
 
 
 @pytest.mark.parametrize("group_width, channels, width, strides, dilation, tier",
