@@ -227,10 +227,15 @@ def _pad_channels_last(x, data_format, pads, channel_pads, dtype):
     return out, non_finite == 0
 
 
-def to_channels_last(x, dtype):
-    """The channels_first array ``x`` as a new C-contiguous channels_last array of ``dtype``."""
+def to_channels_last(x, dtype, role=None):
+    """The channels_first array ``x`` as a C-contiguous channels_last array of ``dtype``.
+
+    A new array, or with ``role`` the :func:`scratch` array of that role (for
+    intermediates: it is overwritten by the next call on this thread).
+    """
     x = _compute_array(x, dtype)
-    out = np.empty((x.shape[0], x.shape[2], x.shape[3], x.shape[1]), dtype=dtype)
+    shape = (x.shape[0], x.shape[2], x.shape[3], x.shape[1])
+    out = np.empty(shape, dtype=dtype) if role is None else scratch(role, shape, dtype)
     _gather_channels_last(x, out, 0, 0, 0, True)
     return out
 
