@@ -171,32 +171,6 @@ def test_kernel_gradient_work_splits(channels, filters, groups, strides, dilatio
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("channels, strides, threads, dtype, specialized", [
-    (5, 1, 1, "float64", False), (32, 1, 3, "float32", False), (96, 2, 3, "float64", False),
-    (96, 2, 1, "float32", False), (32, 1, 3, "float32", True)])
-def test_depthwise_bias_gradient_summed_by_the_kernel_gradient_nest(channels, strides, threads,
-                                                                   dtype, specialized):
-    # The nest sums the bias gradient chunk by chunk, a copy per split of the pixels; the kernel
-    # gradient beside it is unchanged.  (The sums are one function for both drivers: one
-    # specialized case, as each compiles.)
-    from numbaconv.cpu import backward
-    from numbaconv.spec import ConvSpec
-
-    rng = np.random.default_rng(channels + threads)
-    x = rng.standard_normal((3, 11, 12, channels)).astype(dtype)
-    spec = ConvSpec.from_arguments(x.shape, (3, 3, 1, channels), strides, "same",
-                                   "channels_last", 1, dtype)
-    grad_output = rng.standard_normal(spec.output_shape).astype(dtype)
-    want = grad_output.astype(np.float64).sum(axis=(0, 1, 2))
-    tolerance = 1e-5 if dtype == "float32" else 1e-12
-    grad_kernel, grad_bias = backward.weight_gradients(spec, x, grad_output, specialized,
-                                                       threads=threads)
-    assert grad_bias.dtype == dtype and grad_bias.shape == (channels,)
-    np.testing.assert_allclose(grad_bias, want, rtol=tolerance, atol=tolerance)
-    np.testing.assert_array_equal(
-        grad_kernel, backward.kernel_gradient(spec, x, grad_output, specialized, threads))
-
-
 @pytest.mark.parametrize("channels, filters, groups, dtype", [
     (8, 64, 1, "float32"), (3, 128, 1, "float64"),
     (96, 96, 96, "float32"), (32, 32, 32, "float32"), (8, 32, 4, "float32"),

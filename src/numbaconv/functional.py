@@ -415,7 +415,7 @@ def backward(spec, x, kernel, grad_output, hot=True):
     channels_first = spec.data_format == "channels_first"
 
     def channels_last(array, role):  # parallel reorders: NumPy's transposing copies are slow
-        if channels_first:  # into reused buffers: fresh pages cost as much as the copy
+        if channels_first:  # into reused buffers: no fresh pages on every call
             return layout.to_channels_last(array, dtype, role=role)
         return np.ascontiguousarray(array, dtype=dtype)
 
@@ -441,11 +441,11 @@ def backward(spec, x, kernel, grad_output, hot=True):
             grad_x = np.empty(xl.shape, dtype=dtype)
             transposed = np.ascontiguousarray(kernel.transpose(0, 1, 3, 2))
             cpu_backward.input_gradient(gy, transposed, grad_x, *geometry)
-        grad_kernel, grad_bias = cpu_backward.weight_gradients(spec, xl, gy, specialized)
+        grad_kernel = cpu_backward.kernel_gradient(spec, xl, gy, specialized)
     else:
         grad_x = np.zeros(xl.shape, dtype=dtype)
         grad_kernel = np.zeros((kh, kw, cin, spec.filters), dtype=dtype)
-        grad_bias = cpu_backward.bias_gradient(gy)
+    grad_bias = cpu_backward.bias_gradient(gy)
     if channels_first:
         grad_x = layout.to_channels_first(np.ascontiguousarray(grad_x))
     return grad_x, grad_kernel, grad_bias

@@ -40,7 +40,7 @@ from .direct import _CONTRACT, _valid_range
 
 __all__ = ["bias_gradient", "depthwise_input_gradient", "input_gradient", "is_narrow",
            "is_strided_depthwise", "kernel_gradient", "kernel_gradient_plan",
-           "narrow_input_gradient", "strided_and_dilated", "weight_gradients"]
+           "narrow_input_gradient", "strided_and_dilated"]
 
 
 @njit(inline="always")
@@ -185,25 +185,6 @@ def _shifted_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT,
                            OCB, ROWS, SPLITS, CG, True)
 
 
-@njit
-def _add_row_sums(gy, r0, r1, sums):
-    """``sums[c] += Σ gy[n, oh, ow·G + c]`` over the flat rows ``[r0, r1)`` (``G = sums.size``).
-
-    A function of its own: written in the task, it cost LLVM the task's
-    register tile (2x slower on 112²×32).
-    """
-    G = sums.size
-    OH = gy.shape[1]
-    OW = gy.shape[2] // G
-    for row in range(r0, r1):
-        n = row // OH
-        oh = row - n * OH
-        n, oh = np.uint64(n), np.uint64(oh)
-        for ow in range(OW):
-            for c in range(G):
-                sums[c] += gy[n, oh, np.uint64(ow * G + c)]
-
-
 def _depthwise_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                     COUT, CB, OCB, ROWS, SPLITS, CG):
     """One work item of a depthwise layer's kernel gradient: split ``item`` of the pixels.
@@ -266,11 +247,9 @@ def _depthwise_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, P
                 edges += 1
     acc = np.empty(KW * lanes, dtype=grad.dtype)
     tail = np.empty(KW * G, dtype=grad.dtype)
-    bias = np.zeros(G, dtype=np.float64)
     for chunk in range(item, (rows + ROWS - 1) // ROWS, SPLITS):
         r0 = chunk * ROWS
         r1 = min(r0 + ROWS, rows)
-        _add_row_sums(gy, r0, r1, bias)  # the bias gradient, bringing gy into cache
         for ki in range(KH):
             for b in range(blocks):
                 c0 = min(b * OCB, G - OCB) if G >= OCB else 0
@@ -305,8 +284,6 @@ def _depthwise_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, P
                         for p in range(lane, lanes, width):
                             total += acc[kj * lanes + p]
                         grad[item, ki, kj, 0, c0 + lane] += total
-    for c in range(G):  # the row past the taps holds the bias gradient
-        grad[item, KH, 0, 0, c] = bias[c]
 
 
 @njit(inline="always")
@@ -625,24 +602,6 @@ def kernel_gradient(spec, x, gy, specialized, threads=None):
     :data:`numbaconv.cache.kernel_cache`), else the generic one.  The work
     is split for ``threads`` (default: Numba's thread count).
     """
-    return _kernel_gradient(spec, x, gy, specialized, threads)[0]
-
-
-def weight_gradients(spec, x, gy, specialized, threads=None):
-    """``(grad_kernel, grad_bias)`` of ``spec``, as :func:`kernel_gradient` and :func:`bias_gradient`.
-
-    A depthwise layer's kernel-gradient nest sums the bias gradient as it
-    goes, each chunk of ``gy`` then read from cache: a separate pass over
-    ``gy`` cost 10-15% of the layer's backward.
-    """
-    grad_kernel, grad_bias = _kernel_gradient(spec, x, gy, specialized, threads)
-    if grad_bias is None:
-        grad_bias = bias_gradient(gy, threads)
-    return grad_kernel, grad_bias
-
-
-def _kernel_gradient(spec, x, gy, specialized, threads):
-    """:func:`kernel_gradient`, and the bias gradient where the nest sums it (else None)."""
     threads = numba.get_num_threads() if threads is None else threads
     # Remembered (planning costs tens of microseconds, a small layer's whole kernel).
     arguments, items = kernel_cache.get(("kernel_gradient_plan", spec, threads),
@@ -662,25 +621,18 @@ def _kernel_gradient(spec, x, gy, specialized, threads):
         x, _ = layout.pad_channels(x, "channels_last", ((0, 0), (0, 0)),
                                    (width - 1, cin - width), x.dtype)
     kh, kw = spec.kernel_size
-    depthwise = task == DEPTHWISE_KERNEL_GRADIENT  # a row past the taps: the bias gradient
-    grad = np.zeros((splits, kh + depthwise, kw, cin, groups * padded), dtype=gy.dtype)
+    grad = np.zeros((splits, kh, kw, cin, groups * padded), dtype=gy.dtype)
     _run(arguments, items, x, gy, grad, specialized)
-    if depthwise:
-        bias = grad[:, kh, 0, 0].sum(axis=0, dtype=np.float64).astype(gy.dtype)
-        grad = grad[:, :kh]
     grad = grad[0] if splits == 1 else grad.sum(axis=0)
-    if depthwise:
-        return grad, bias
     if task == SHIFTED_KERNEL_GRADIENT:
         # Channel c of filter f's group came from shift c - f % width + width - 1.
         member = np.arange(spec.filters) % width
         picks = np.arange(width)[:, None] - member + width - 1
-        picks = np.broadcast_to(picks, (kh, kw, *picks.shape))
-        return np.take_along_axis(grad, picks, axis=2), None
+        return np.take_along_axis(grad, np.broadcast_to(picks, (kh, kw, *picks.shape)), axis=2)
     if padded != cout:
         grad = np.ascontiguousarray(
             grad.reshape(kh, kw, cin, groups, padded)[..., :cout].reshape(kh, kw, cin, -1))
-    return grad, None
+    return grad
 
 
 #: Input channels up to which the input gradient sums along the filters
