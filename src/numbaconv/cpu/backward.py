@@ -496,11 +496,12 @@ def _run(arguments, items, a, b, out, specialized):
 #: and storing each tile, few enough that the chunk's data stays in cache.
 CHUNK_PIXELS = 256
 
-#: Dense and grouped layers with few channels take longer chunks, up to this many
-#: bytes of input and output gradient (fewer halo rows read again per chunk, fewer
-#: tile loads and stores): measured side by side, 1.06-1.07x on 56²×64→64 3x3
-#: (1024 pixels), 1.01x on ResNeXt's 56²×128 (512); the wider layers keep 256
-#: (1.3-2 MB chunks ran 10-20% slower: past L2).
+#: Dense and grouped layers with few channels and kernels taller than a row take
+#: longer chunks, up to this many bytes of input and output gradient (fewer halo
+#: rows read again per chunk): measured side by side, 1.05-1.09x on 56²×64→64 3x3
+#: (1024 pixels), 0.99-1.01x on ResNeXt's 56²×128 (512); the wider layers keep 256
+#: (1.3-2 MB chunks ran 10-20% slower: past L2), as do 1x1 kernels, which read no
+#: halo (56²×64→256 at 409 pixels: 0.96x).
 CHUNK_BYTES = 1 << 19
 
 #: Accumulators per kernel-gradient tile, in vector registers (as the
@@ -577,7 +578,7 @@ def kernel_gradient_plan(spec, threads):
     out_h, out_w = spec.output_hw
     out_rows = spec.batch * out_h
     pixels = CHUNK_PIXELS
-    if not depthwise:
+    if not depthwise and spec.kernel_size[0] > 1:
         pixel_bytes = (spec.in_channels + spec.filters) * np.dtype(spec.dtype).itemsize
         pixels = min(4 * CHUNK_PIXELS, max(CHUNK_PIXELS, CHUNK_BYTES // pixel_bytes))
     rows = max(1, min(out_rows, -(-pixels // out_w)))
