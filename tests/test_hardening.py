@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import numbaconv
-from numbaconv import dispatch
 from reference import reference_conv2d, reference_pads
 
 HERE = os.path.dirname(__file__)
@@ -53,14 +52,6 @@ def test_absurd_input_copy_raises_memory_error():
 
 
 # --------------------------------------------------------------------------- threads
-
-
-@pytest.fixture
-def specialized():
-    previous = dispatch.get_specialization()
-    dispatch.set_specialization("always")
-    yield
-    dispatch.set_specialization(previous)
 
 
 @pytest.mark.parametrize("groups", [1, 6])  # dense and depthwise nests

@@ -115,7 +115,7 @@ def _narrow_groups(spec):
     width = spec.in_channels // spec.groups
     return (spec.groups > 1 and spec.filters == spec.in_channels and spec.dtype == "float32"
             and 2 <= width <= direct.DENSE_BLOCK and direct.DENSE_BLOCK % width == 0
-            and spec.output_hw[1] >= direct.DENSE_TILE)
+            and spec.output_hw[1] >= direct.register_tile("grouped_shifted", spec))
 
 
 # The dense nest reads either layout (its input loads are scalar broadcasts);

@@ -35,7 +35,7 @@ from numba import njit, prange
 
 from ..cache import kernel_cache
 from ..jit import kernel_jit
-from . import layout
+from . import layout, target
 from .direct import _CONTRACT, _valid_range
 
 __all__ = ["bias_gradient", "depthwise_input_gradient", "input_gradient", "is_narrow",
@@ -505,14 +505,24 @@ CHUNK_PIXELS = 256
 CHUNK_BYTES = 1 << 19
 
 #: Accumulators per kernel-gradient tile, in vector registers (as the
-#: forward's dense tile: more spill).
-TILE_VECTORS = 16
+#: forward's dense tile: more spill): 16 with AVX-512, 8 with AVX2
+#: (:mod:`numbaconv.cpu.target`).
+TILE_VECTORS = target.ACCUMULATORS
+
+
+def _tile_channels():
+    """Channels per register tile at most: one filter block's sums take
+    :func:`~numbaconv.cpu.target.block_vectors` registers (AVX-512: 4 channels,
+    AVX2: 1; measured there, on a first-generation EPYC, backward GFLOP/s
+    with 1 / 2 / 4 channels: 3x3 56²×64 at N=8 51 / 47 / 42, the 7x7/2 stem
+    30 / 30 / 24, 14²×256 41 / 42 / 40)."""
+    return max(1, TILE_VECTORS // target.block_vectors())
 
 
 def _channel_tile(channels):
     """Channels per register tile: the largest divisor of ``channels`` that keeps
-    :data:`TILE_VECTORS` accumulators with four-vector filter blocks."""
-    return max(d for d in range(1, TILE_VECTORS // 4 + 1) if channels % d == 0)
+    :data:`TILE_VECTORS` accumulators (:func:`_tile_channels`)."""
+    return max(d for d in range(1, _tile_channels() + 1) if channels % d == 0)
 
 
 def strided_and_dilated(spec):
@@ -568,7 +578,7 @@ def kernel_gradient_plan(spec, threads):
         cb = ocb // groups if few and ocb % groups == 0 and spec.strides[1] == 1 else 1
         units, c_blocks = 1, 1  # items split the pixels only
     elif _shifted(spec):  # one group of 2w - 1 shifts (rounded up to tiles) by all filters
-        task, cb = SHIFTED_KERNEL_GRADIENT, TILE_VECTORS // 4
+        task, cb = SHIFTED_KERNEL_GRADIENT, _tile_channels()
         groups, cin, cout = 1, -(-(2 * cin - 1) // cb) * cb, spec.filters
         units, c_blocks = cout // ocb, cin // cb
     else:

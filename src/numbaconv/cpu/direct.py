@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..jit import kernel_jit
+from . import target
 
 __all__ = ["NESTS", "generic_kernel", "specialized_kernel", "pack_weights", "pack_bias",
            "channel_pads", "task_count"]
@@ -91,10 +92,11 @@ def _grouped_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, CO
                 out[n, oh, ow0 + p, f] = value
 
 
-#: Filters per block of the dense nest: four AVX-512 vectors.  A shorter
-#: innermost loop is not vectorized by LLVM (it interleaves 4 vectors), so
-#: filter counts that are not a multiple are padded with zero filters.
-DENSE_BLOCK = 64
+#: Filters per block of the dense nest: four AVX-512 vectors (eight AVX2 ones).
+#: A shorter innermost loop is not vectorized by LLVM (it interleaves 4
+#: vectors), so filter counts that are not a multiple are padded with zero
+#: filters.  The same on every CPU: see :mod:`numbaconv.cpu.target`.
+DENSE_BLOCK = target.FILTER_BLOCK_BYTES // 4
 
 
 @njit(inline="always")
@@ -623,16 +625,44 @@ def _generic_driver(NEST):
 
 _GENERIC = {name: _generic_driver(index) for index, name in enumerate(NESTS)}
 
-#: Output pixels per tile of the dense channels_last nest (each shares the weight loads).
-#: 4 pixels × 64 filters = 16 AVX-512 accumulators; measured here, 5 and 6
-#: (which fit the register file on paper) ran 3-4x slower: LLVM spills them.
-DENSE_TILE = 4
+#: Output pixels per tile of the dense and shifted grouped nests (each shares the
+#: weight loads), at most: as many as the accumulators allow (see
+#: :mod:`numbaconv.cpu.target` and :func:`register_tile`).  With AVX-512, 4 pixels
+#: × 64 filters = 16 accumulators; measured there, 5 and 6 (which fit the
+#: register file on paper) ran 3-4x slower: LLVM spills them.
+def largest_tile():
+    """The most output pixels a tile of the dense nests takes on this CPU (2 to 4)."""
+    return max(2, min(4, target.ACCUMULATORS // target.block_vectors()))
+
+
+DENSE_TILE = largest_tile()
+
+
+def register_tile(nest, spec):
+    """Output pixels per tile of the dense or shifted grouped nest on ``spec``.
+
+    :data:`DENSE_TILE` with AVX-512.  With fewer registers (AVX2: a 64-filter
+    block takes 8 of the 16), the best tile was measured on a first-generation
+    EPYC (2 threads, GFLOP/s with 1 / 2 pixels): 1 pixel wherever the loop over
+    a kernel row's taps × channels is short or long (3x3 56²×64→64 55 / 40,
+    56²×24→64 49 / 38, 14²×256 51 / 38, 1x1 56²×64→256 51 / 34, 3x3 3→64
+    26 / 19), 2 in between, 15-48 products (the 7x7/2 stem 3→64 25 / 34,
+    5x5 3→64 26 / 31, 3x3 16→64 22 / 35, 1x1 16→64 20 / 25; 3x3 8→64 21 /
+    22), where LLVM unrolls that loop differently; 4 pixels ran at 19-31 on
+    all.  The shifted grouped nest takes 2 (ResNeXt: 1: 8, 2: 9.5, 4: 9).
+    """
+    if DENSE_TILE >= 4:
+        return DENSE_TILE
+    if nest == "grouped_shifted":
+        return 2
+    span = spec.in_channels // spec.groups * spec.kernel_size[1]
+    return 2 if 15 <= span <= 48 else 1
 
 
 def tile_width(nest, spec):
     """The tile size ``TW`` of ``nest`` on ``spec``, in output pixels along a row."""
     if nest in ("dense", "grouped_shifted"):
-        return DENSE_TILE
+        return register_tile(nest, spec)
     if nest == "depthwise":
         return DEPTHWISE_TILE[1]
     return 1
@@ -653,7 +683,7 @@ def interior_pixels(spec):
     """Output columns per row that the dense nest runs in full tiles (the rest are border)."""
     lo, hi, _ = _dense_interior.py_func(spec.output_hw[1], spec.width, spec.kernel_size[1],
                                         spec.strides[1], spec.dilation[1], spec.pads[1][0],
-                                        DENSE_TILE)
+                                        register_tile("dense", spec))
     return hi - lo
 
 

@@ -1,0 +1,120 @@
+"""The register tiles chosen for the CPU's vector registers (numbaconv.cpu.target).
+
+Whatever CPU runs the tests, the ``register_file`` fixture runs each test with
+the tiles chosen for AVX-512 and for AVX2, against the NumPy references.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import reference_conv2d, reference_pads
+from test_backward import _kernel_gradient_per_tap
+
+import numbaconv
+from numbaconv.cpu import backward, direct, target
+from numbaconv.functional import plan
+from numbaconv.spec import ConvSpec
+
+
+@pytest.mark.parametrize("features, limits", [
+    ("+64bit,+avx,+avx2,+avx512f,+avx512vl,+fma", (64, 16)),
+    ("+64bit,+avx,+avx2,-avx512f,+fma", (32, 8)),
+    ("+64bit,+avx,-avx2", (32, 8)),
+    ("+64bit,-avx,+sse4.2", (16, 8)),
+    ("", (16, 8)),
+])
+def test_register_limits_from_feature_strings(features, limits):
+    assert target.register_limits(features) == limits
+
+
+def test_host_limits_are_what_numba_compiles_for():
+    from numba.core.codegen import get_host_cpu_features
+
+    assert (target.VECTOR_BYTES, target.ACCUMULATORS) == target.register_limits(
+        get_host_cpu_features())
+
+
+def _spec(shape, kernel_shape, strides=1):
+    return ConvSpec.from_arguments(shape, kernel_shape, strides, "same", "channels_last", 1,
+                                   "float32")
+
+
+def test_tile_choice(register_file):
+    stem = _spec((1, 224, 224, 3), (7, 7, 3, 64), strides=2)
+    dense = _spec((1, 56, 56, 64), (3, 3, 64, 64))
+    few = _spec((1, 56, 56, 3), (3, 3, 3, 64))
+    resnext = _spec((1, 56, 56, 128), (3, 3, 4, 128))
+    tiles = [direct.tile_width(nest, spec) for nest, spec in
+             (("dense", stem), ("dense", dense), ("dense", few), ("grouped_shifted", resnext))]
+    channels = backward._tile_channels()
+    if register_file == "avx512":  # 4 pixels or channels × 4 vectors of 64 bytes: 16 registers
+        assert tiles == [4, 4, 4, 4] and channels == 4
+    else:  # a 64-filter block takes 8 of the 8 accumulators: 1 pixel, 2 where measured faster
+        assert tiles == [2, 1, 1, 2] and channels == 1
+    # The specialized kernel is compiled for the tile: it is part of the kernel cache's key.
+    assert direct.kernel_arguments("dense", dense)[-2] == tiles[1]
+
+
+def _check_forward(x, kernel, strides, data_format):
+    out = numbaconv.conv2d(x, kernel, strides=strides, padding="same", data_format=data_format)
+    xl = x if data_format == "channels_last" else x.transpose(0, 2, 3, 1)
+    pads = reference_pads("same", xl.shape[1:3], kernel.shape[:2], (strides,) * 2, (1, 1))
+    want = reference_conv2d(xl, kernel, (strides,) * 2, pads)
+    if data_format == "channels_first":
+        want = want.transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7, 9])
+@pytest.mark.parametrize("channels, kernel_width", [(3, 3), (8, 3), (3, 5)])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_dense_tiles_of_either_register_file(register_file, width, channels, kernel_width,
+                                             data_format):
+    # Tiles of 1, 2 and 4 pixels (the last overlapping its neighbour) and the border
+    # pixels around them, in both layouts, generic tier.
+    rng = np.random.default_rng(width * 10 + channels)
+    x = rng.standard_normal((2, 4, width, channels))
+    if data_format == "channels_first":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    kernel = rng.standard_normal((3, kernel_width, channels, 70))
+    for strides in (1, 2):
+        _check_forward(x, kernel, strides, data_format)
+
+
+def test_specialized_dense_and_shifted_tiles(register_file, specialized):
+    # The tiles compiled in: dense with 2 pixels (AVX2, 8 channels) and 1 (3 channels),
+    # and the shifted grouped nest (float32 only) on groups of 4 channels.
+    rng = np.random.default_rng(3)
+    for channels in (8, 3):
+        x = rng.standard_normal((2, 5, 9, channels))
+        _check_forward(x, rng.standard_normal((3, 3, channels, 64)), 1, "channels_last")
+    x = rng.standard_normal((2, 5, 9, 16)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 4, 16)).astype(np.float32)
+    spec = ConvSpec.from_arguments(x.shape, kernel.shape, 1, "same", "channels_last", 1,
+                                   "float32")
+    assert plan(spec, False, hot=True)[1] == "grouped_shifted"
+    out = numbaconv.conv2d(x, kernel, padding="same")
+    pads = reference_pads("same", (5, 9), (3, 3), (1, 1), (1, 1))
+    want = reference_conv2d(x.astype(float), kernel.astype(float), (1, 1), pads)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels, filters, groups, dtype", [
+    (8, 64, 1, "float32"), (3, 128, 1, "float64"), (8, 32, 4, "float32"),
+    (16, 16, 4, "float32")])
+@pytest.mark.parametrize("tier", [False, True])
+def test_kernel_gradient_tiles_of_either_register_file(register_file, channels, filters,
+                                                       groups, dtype, tier):
+    # Channel tiles of 1, 2 (8 and 3 channels on AVX-512: the largest divisor) and 4,
+    # and the shifted kernel gradient's shifts rounded up to whole tiles (groups of 4).
+    rng = np.random.default_rng(filters + channels)
+    x = rng.standard_normal((2, 9, 10, channels)).astype(dtype)
+    shape = (3, 3, channels // groups, filters)
+    spec = ConvSpec.from_arguments(x.shape, shape, 1, "same", "channels_last", 1, dtype)
+    grad_output = rng.standard_normal(spec.output_shape).astype(dtype)
+    want = _kernel_gradient_per_tap(x.astype(float), grad_output.astype(float), shape, 1,
+                                    spec.pads, 1, groups)
+    got = backward.kernel_gradient(spec, x, grad_output, specialized=tier, threads=2)
+    tolerance = 1e-4 if dtype == "float32" else 1e-11
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
