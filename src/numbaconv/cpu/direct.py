@@ -625,16 +625,16 @@ def _generic_driver(NEST):
 
 _GENERIC = {name: _generic_driver(index) for index, name in enumerate(NESTS)}
 
-#: Output pixels per tile of the dense and shifted grouped nests (each shares the
-#: weight loads), at most: as many as the accumulators allow (see
-#: :mod:`numbaconv.cpu.target` and :func:`register_tile`).  With AVX-512, 4 pixels
-#: × 64 filters = 16 accumulators; measured there, 5 and 6 (which fit the
-#: register file on paper) ran 3-4x slower: LLVM spills them.
 def largest_tile():
     """The most output pixels a tile of the dense nests takes on this CPU (2 to 4)."""
     return max(2, min(4, target.ACCUMULATORS // target.block_vectors()))
 
 
+#: Output pixels per tile of the dense and shifted grouped nests (each shares the
+#: weight loads), at most: as many as the accumulators allow (see
+#: :mod:`numbaconv.cpu.target` and :func:`register_tile`).  With AVX-512, 4 pixels
+#: × 64 filters = 16 accumulators; measured there, 5 and 6 (which fit the
+#: register file on paper) ran 3-4x slower: LLVM spills them.
 DENSE_TILE = largest_tile()
 
 
