@@ -652,8 +652,9 @@ NARROW_CHANNELS = 4
 
 
 def _filter_lanes(spec):
-    """Filters per block: four vectors (64 float32, 32 float64)."""
-    return 4 * 64 // np.dtype(spec.dtype).itemsize
+    """Filters per block: 64 float32, 32 float64
+    (:data:`~numbaconv.cpu.target.FILTER_BLOCK_BYTES`)."""
+    return target.FILTER_BLOCK_BYTES // np.dtype(spec.dtype).itemsize
 
 
 def is_narrow(spec):

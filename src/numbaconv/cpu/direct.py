@@ -93,9 +93,9 @@ def _grouped_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, CO
 
 
 #: Filters per block of the dense nest: four AVX-512 vectors (eight AVX2 ones).
-#: A shorter innermost loop is not vectorized by LLVM (it interleaves 4
-#: vectors), so filter counts that are not a multiple are padded with zero
-#: filters.  The same on every CPU: see :mod:`numbaconv.cpu.target`.
+#: A shorter innermost loop is not vectorized by LLVM (see
+#: :mod:`numbaconv.cpu.target`), so filter counts that are not a multiple are
+#: padded with zero filters.
 DENSE_BLOCK = target.FILTER_BLOCK_BYTES // 4
 
 

@@ -11,9 +11,11 @@ needs 32 AVX2 registers, and ran at 19 GFLOP/s against 55 for one pixel ×
 56²×64→64).
 
 The filter block itself stays 256 bytes (64 float32) whatever the
-registers: LLVM vectorizes the innermost loop over the filters only when
-its trip count covers four vectors after interleaving, and shorter blocks
-(32 float32 on AVX2) ran unvectorized, at 6 GFLOP/s.
+registers: LLVM vectorizes the innermost loop over the filters only at
+that trip count.  Blocks of 32 float32 ran unvectorized on AVX-512 (two
+vectors, 7 GFLOP/s against 160) and on AVX2 too, where they are four
+vectors (6 GFLOP/s against 55); 32-lane depthwise kernel-gradient steps
+likewise (1-2 GFLOP/s against 5-11).
 
 The features are those Numba compiles for (``NUMBA_CPU_FEATURES`` when
 set, else the host's), which are also part of the key of Numba's disk
