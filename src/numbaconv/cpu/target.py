@@ -27,8 +27,13 @@ from __future__ import annotations
 from numba.core import config
 from numba.core.codegen import get_host_cpu_features
 
-__all__ = ["FILTER_BLOCK_BYTES", "VECTOR_BYTES", "ACCUMULATORS", "block_vectors",
-           "register_limits"]
+__all__ = [
+    "ACCUMULATORS",
+    "FILTER_BLOCK_BYTES",
+    "VECTOR_BYTES",
+    "block_vectors",
+    "register_limits",
+]
 
 #: Bytes of filters per block of the register-tiled nests (see the module notes).
 FILTER_BLOCK_BYTES = 256
