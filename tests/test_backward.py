@@ -119,6 +119,21 @@ def test_dense_kernel_gradient_against_sums_per_tap(strides, dilation, padding):
                                atol=1e-10)
 
 
+def kernel_gradient_case(channels, filters, groups, dtype, height, seed):
+    """A 3x3 "same" layer's ``(spec, x, grad_output, want, tolerance)``, ``want`` the
+    per-tap sums in float64, for comparing :func:`backward.kernel_gradient` against."""
+    from numbaconv.spec import ConvSpec
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, height, 10, channels)).astype(dtype)
+    shape = (3, 3, channels // groups, filters)
+    spec = ConvSpec.from_arguments(x.shape, shape, 1, "same", "channels_last", 1, dtype)
+    grad_output = rng.standard_normal(spec.output_shape).astype(dtype)
+    want = _kernel_gradient_per_tap(x.astype(float), grad_output.astype(float), shape, 1,
+                                    spec.pads, 1, groups)
+    return spec, x, grad_output, want, 1e-4 if dtype == "float32" else 1e-11
+
+
 def _kernel_gradient_per_tap(x, grad_output, kernel_shape, strides, pads, dilation, groups=1):
     """Kernel gradient by one NumPy contraction per tap and group (channels_last)."""
     kh, kw, cin, filters = kernel_shape
@@ -179,16 +194,9 @@ def test_specialized_kernel_gradient(channels, filters, groups, dtype):
     # The compiled-in tiles (registers, unrolled) against the per-tap sums; depthwise: two
     # pixels per 64-lane step (32 channels), a whole and an overlapping block (96).
     from numbaconv.cpu import backward
-    from numbaconv.spec import ConvSpec
 
-    rng = np.random.default_rng(filters)
-    x = rng.standard_normal((2, 13, 10, channels)).astype(dtype)
-    shape = (3, 3, channels // groups, filters)
-    spec = ConvSpec.from_arguments(x.shape, shape, 1, "same", "channels_last", 1, dtype)
-    grad_output = rng.standard_normal(spec.output_shape).astype(dtype)
-    want = _kernel_gradient_per_tap(x.astype(float), grad_output.astype(float), shape, 1,
-                                    spec.pads, 1, groups)
-    tolerance = 1e-4 if dtype == "float32" else 1e-11
+    spec, x, grad_output, want, tolerance = kernel_gradient_case(channels, filters, groups,
+                                                                 dtype, 13, seed=filters)
     for threads in (2, 3):
         got = backward.kernel_gradient(spec, x, grad_output, specialized=True, threads=threads)
         assert got.dtype == dtype

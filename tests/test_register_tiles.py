@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from reference import reference_conv2d, reference_pads
-from test_backward import _kernel_gradient_per_tap
+from test_backward import kernel_gradient_case
 
 import numbaconv
 from numbaconv.cpu import backward, direct, target
@@ -108,13 +108,8 @@ def test_kernel_gradient_tiles_of_either_register_file(register_file, channels, 
     # Channel tiles of 1, 2 (8 and 3 channels on AVX-512: the largest divisor) and 4,
     # and the shifted kernel gradient's shifts rounded up to whole tiles (groups of 4); the
     # specialized tier (compiled per tile) on the dense and the shifted task.
-    rng = np.random.default_rng(filters + channels)
-    x = rng.standard_normal((2, 9, 10, channels)).astype(dtype)
-    shape = (3, 3, channels // groups, filters)
-    spec = ConvSpec.from_arguments(x.shape, shape, 1, "same", "channels_last", 1, dtype)
-    grad_output = rng.standard_normal(spec.output_shape).astype(dtype)
-    want = _kernel_gradient_per_tap(x.astype(float), grad_output.astype(float), shape, 1,
-                                    spec.pads, 1, groups)
+    spec, x, grad_output, want, tolerance = kernel_gradient_case(channels, filters, groups,
+                                                                 dtype, 9,
+                                                                 seed=filters + channels)
     got = backward.kernel_gradient(spec, x, grad_output, specialized=tier, threads=2)
-    tolerance = 1e-4 if dtype == "float32" else 1e-11
     np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
