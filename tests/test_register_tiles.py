@@ -113,3 +113,80 @@ def test_kernel_gradient_tiles_of_either_register_file(register_file, channels, 
                                                                  seed=filters + channels)
     got = backward.kernel_gradient(spec, x, grad_output, specialized=tier, threads=2)
     np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
+
+
+@pytest.mark.parametrize("width", range(1, 20))
+def test_vector_row_tiles_cover_a_row_evenly(width):
+    spec = _spec((1, 3, width, 4), (1, 1, 4, 16))
+    wide, narrow, wide_tiles, narrow_tiles = direct.row_tiles(spec)
+    assert wide * wide_tiles + narrow * narrow_tiles == width
+    assert wide_tiles + narrow_tiles == -(-width // direct.VECTOR_TILE)  # fewest tiles
+    assert 1 <= narrow <= wide <= direct.VECTOR_TILE
+    assert wide - narrow <= 1
+
+
+def test_dense_layers_run_the_vector_nest_without_avx512(register_file, specialized):
+    spec = _spec((1, 12, 12, 8), (3, 3, 8, 32))
+    nest = plan(spec, False, hot=True)[1]
+    assert nest == ("dense" if register_file == "avx512" else "dense_vector")
+    # The vector nest has no generic tier: one-off calls run the dense loop nest.
+    numbaconv.set_specialization("never")
+    assert plan(spec, False, hot=True)[1] == "dense"
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+@pytest.mark.parametrize("width, filters, strides, dilation, data_format, dtype", [
+    (7, 20, 1, 1, "channels_last", "float32"),  # tiles 4 + 3, a partial filter block
+    (13, 16, 2, 1, "channels_last", "float64"),  # 7 outputs: 4 + 3; blocks of 8 float64
+    (1, 8, 1, 1, "channels_last", "float32"),  # one pixel per row
+    (9, 24, 1, 2, "channels_first", "float32"),  # dilated: taps and channels looped apart
+    (11, 12, (1, 2), 1, "channels_first", "float64"),
+])
+def test_vector_nest_against_the_reference(register_file, specialized, width, filters, strides,
+                                           dilation, data_format, dtype):
+    rng = np.random.default_rng(width + filters)
+    channels = 5
+    x = rng.standard_normal((2, 6, width, channels)).astype(dtype)
+    kernel = rng.standard_normal((3, 3, channels, filters)).astype(dtype)
+    bias = rng.standard_normal(filters).astype(dtype)
+    strides = (strides, strides) if isinstance(strides, int) else strides
+    xin = x if data_format == "channels_last" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    spec = ConvSpec.from_arguments(xin.shape, kernel.shape, strides, "same", data_format,
+                                   dilation, dtype)
+    assert plan(spec, False, hot=True)[1] == "dense_vector"
+    got = numbaconv.conv2d(xin, kernel, bias=bias, strides=strides, padding="same",
+                           data_format=data_format, dilation_rate=dilation)
+    if data_format == "channels_first":
+        got = got.transpose(0, 2, 3, 1)
+    pads = reference_pads("same", x.shape[1:3], (3, 3), strides, (dilation,) * 2)
+    want = reference_conv2d(x, kernel, strides, pads, (dilation,) * 2, bias=bias)
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+def test_vector_nest_fuses_relu(register_file, specialized):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 5, 8, 6)).astype(np.float32)
+    kernel, bias = rng.standard_normal((3, 3, 6, 20)), rng.standard_normal(20)
+    spec = _spec(x.shape, kernel.shape)
+    assert plan(spec, True, hot=True)[1] == "dense_vector"
+    got = numbaconv.conv2d(x, kernel.astype(np.float32), bias=bias.astype(np.float32),
+                           padding="same", activation="relu")
+    pads = reference_pads("same", (5, 8), (3, 3), (1, 1), (1, 1))
+    want = np.maximum(reference_conv2d(x, kernel, (1, 1), pads, bias=bias), 0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+def test_vector_nest_block_by_block(register_file, specialized, monkeypatch):
+    # Tasks ordered block-major (large weights); as if no weights stayed in the cache.
+    monkeypatch.setattr(direct, "CACHED_WEIGHT_BYTES", 0)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 6, 9, 5)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 5, 40)).astype(np.float32)
+    spec = _spec(x.shape, kernel.shape)
+    assert direct.block_major(spec) and plan(spec, False, hot=True)[1] == "dense_vector"
+    pads = reference_pads("same", (6, 9), (3, 3), (1, 1), (1, 1))
+    np.testing.assert_allclose(numbaconv.conv2d(x, kernel, padding="same"),
+                               reference_conv2d(x, kernel, (1, 1), pads), rtol=1e-5, atol=1e-5)

@@ -74,12 +74,16 @@ class Implementation:
         Exact only on inputs without inf/NaN: the caller checks each input
         (:func:`numbaconv.cpu.layout.pad_channels` does while copying) and
         runs the next applicable implementation on the others.
+    specialized_only : bool, default False
+        Has no generic tier (:data:`numbaconv.cpu.direct.SPECIALIZED_ONLY`):
+        skipped when the policy runs generic kernels.
     """
 
     name: str
     nest: str
     applies: Callable
     finite_inputs_only: bool = False
+    specialized_only: bool = False
 
 
 def _channels_last(spec):
@@ -126,6 +130,9 @@ IMPLEMENTATIONS = (
     Implementation("cpu.depthwise", "depthwise",
                    lambda spec: _depthwise(spec) and _channels_last(spec)),
     Implementation("cpu.depthwise.planar", "depthwise_planar", _planar_depthwise),
+    Implementation("cpu.dense.vector", "dense_vector",
+                   lambda spec: spec.groups == 1 and direct.vector_tiles_pay(),
+                   specialized_only=True),
     Implementation("cpu.dense", "dense", lambda spec: spec.groups == 1),
     # Zero weights meet the other groups' channels: 0 * inf would be NaN.
     Implementation("cpu.grouped.shifted", "grouped_shifted",
@@ -148,10 +155,11 @@ def prefers_padded_input(nest, spec):
     they are a large share of the row and a padded copy of the input is
     cheap next to the arithmetic; on large, thin ones the copy costs more.
     Estimated: 3x the border share of pixels against the copy at ~10 GB/s
-    next to the arithmetic at ~400 GFLOP/s.  The shifted grouped nest has no
-    border code: it always reads a padded input.
+    next to the arithmetic at ~400 GFLOP/s.  The shifted grouped nest and the
+    explicit-vector dense nest have no border code: they always read a padded
+    input.
     """
-    if nest == "grouped_shifted":
+    if nest in ("grouped_shifted", "dense_vector"):
         return True
     if nest != "dense":
         return False
@@ -189,14 +197,16 @@ def select(spec, relu, hot, finite_input=True):
     run : callable
         ``run(x, packed_w, b, out, spec, relu)``.
     """
+    specialized = wants_specialized(spec, hot)
     impl = next((impl for impl in IMPLEMENTATIONS
-                 if impl.applies(spec) and (finite_input or not impl.finite_inputs_only)), None)
+                 if impl.applies(spec) and (finite_input or not impl.finite_inputs_only)
+                 and (specialized or not impl.specialized_only)), None)
     if impl is None:
         raise ValueError(f"No implementation reads data_format={spec.data_format!r} with "
                          f"groups={spec.groups}: reorder to channels_last first")
-    if wants_specialized(spec, hot):
+    if specialized:
         key = ("cpu", impl.nest, "specialized",
-               direct.kernel_arguments(impl.nest, spec), bool(relu))
+               direct.specialization_key(impl.nest, spec), bool(relu))
         build = lambda: direct.specialized_kernel(impl.nest, spec, relu)  # noqa: E731
     else:
         key = ("cpu", impl.nest, "generic")

@@ -21,7 +21,7 @@ from . import cuda as cuda_target
 from .cache import kernel_cache
 from .cpu import backward as cpu_backward
 from .cpu import layout
-from .cpu.direct import DENSE_BLOCK, channel_pads, pack_weights
+from .cpu.direct import channel_pads, filter_block, pack_weights, vector_tiles_pay
 from .cuda import run as cuda_run
 from .dispatch import prefers_padded_input, select, supports, wants_specialized
 from .spec import ConvSpec
@@ -521,11 +521,13 @@ class _TransposedKernel(Snapshot):
         return self._flipped
 
     def derived(self, key, compute):
-        packed = ("dense", self._kernel.dtype)
+        dtype = self._kernel.dtype
+        nest = "dense_vector" if vector_tiles_pay() else "dense"  # the dense layers' nest
+        packed = (nest, dtype)
         if (key in ("all_finite", packed) and key not in self._derived and self._groups == 1
                 and self._kernel.size >= layout.SMALL_KERNEL):
             self._derived[packed], self._derived["all_finite"] = (
-                layout.flipped_transposed_packed(self._kernel, DENSE_BLOCK))
+                layout.flipped_transposed_packed(self._kernel, filter_block(nest, dtype)))
         return super().derived(key, compute)
 
 

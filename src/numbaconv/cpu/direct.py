@@ -20,7 +20,9 @@ arrays of one float dtype, shapes consistent with a validated
 :class:`~numbaconv.spec.ConvSpec`.  Reads outside the input are never issued:
 the nests clip their loop ranges at the border, except the shifted grouped
 nest, which is always given an input padded in space and around each pixel's
-channels (:func:`channel_pads`).
+channels (:func:`channel_pads`), and the explicit-vector dense nest
+(:func:`_dense_vector_task`, specialized only, the dense layers' nest on
+CPUs without AVX-512), always given a padded input.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from numba import njit, prange
 
 from ..jit import kernel_jit
 from . import target
+from .simd import tile_fma, tile_load, tile_relu, tile_spill, tile_store
 
 __all__ = ["NESTS", "generic_kernel", "specialized_kernel", "pack_weights", "pack_bias",
            "channel_pads", "task_count"]
@@ -104,31 +107,41 @@ def _dense_blocks(filters):
     return (filters + DENSE_BLOCK - 1) // DENSE_BLOCK
 
 
+def filter_block(nest, dtype):
+    """Filters per block of ``nest``'s packed weights (None: the nest reads the Keras layout)."""
+    if nest in ("dense", "grouped_shifted"):
+        return DENSE_BLOCK
+    if nest == "dense_vector":
+        return VECTOR_BLOCK_VECTORS * vector_lanes(dtype)
+    return None
+
+
 def pack_weights(nest, kernel):
     """``kernel`` (Keras layout) in the order ``nest`` reads it.
 
-    The dense nest reads ``(blocks, kh, kw, CIN, 64)`` filter blocks, the
-    last one padded with zero filters.  The shifted grouped nest reads
-    ``(blocks, kh, kw, shifts, 64)``: for each shift ``s`` of the input
-    channels, the weight each filter gives the channel that lands in its lane,
-    zero where that channel is outside its group (see
-    :func:`_grouped_shifted_task`).  The other nests read the Keras layout
-    as is.
+    The dense nests read ``(blocks, kh, kw, CIN, F)`` filter blocks of
+    :func:`filter_block` filters, the last one padded with zero filters.
+    The shifted grouped nest reads ``(blocks, kh, kw, shifts, 64)``: for each
+    shift ``s`` of the input channels, the weight each filter gives the
+    channel that lands in its lane, zero where that channel is outside its
+    group (see :func:`_grouped_shifted_task`).  The other nests read the
+    Keras layout as is.
     """
     kh, kw, cin, filters = kernel.shape
-    if nest not in ("dense", "grouped_shifted"):
+    block = filter_block(nest, kernel.dtype)
+    if block is None:
         return kernel
-    blocks = -(-filters // DENSE_BLOCK)
-    if nest == "dense":
-        if filters % DENSE_BLOCK == 0:  # no zero filters to add: one copy
+    blocks = -(-filters // block)
+    if nest != "grouped_shifted":
+        if filters % block == 0:  # no zero filters to add: one copy
             return np.ascontiguousarray(
-                kernel.reshape(kh, kw, cin, blocks, DENSE_BLOCK).transpose(3, 0, 1, 2, 4))
-        packed = np.zeros((kh, kw, cin, blocks * DENSE_BLOCK), dtype=kernel.dtype)
+                kernel.reshape(kh, kw, cin, blocks, block).transpose(3, 0, 1, 2, 4))
+        packed = np.zeros((kh, kw, cin, blocks * block), dtype=kernel.dtype)
         packed[..., :filters] = kernel
         return np.ascontiguousarray(
-            packed.reshape(kh, kw, cin, blocks, DENSE_BLOCK).transpose(3, 0, 1, 2, 4))
+            packed.reshape(kh, kw, cin, blocks, block).transpose(3, 0, 1, 2, 4))
     shifts = 2 * cin - 1
-    packed = np.zeros((kh, kw, shifts, blocks * DENSE_BLOCK), dtype=kernel.dtype)
+    packed = np.zeros((kh, kw, shifts, blocks * block), dtype=kernel.dtype)
     member = np.arange(filters) % cin  # each filter's place in its group
     for shift in range(shifts):
         channel = member + shift - (cin - 1)  # the group channel lane f reads at this shift
@@ -136,15 +149,16 @@ def pack_weights(nest, kernel):
         packed[:, :, shift, :filters][..., inside] = kernel[:, :, channel[inside],
                                                             np.flatnonzero(inside)]
     return np.ascontiguousarray(
-        packed.reshape(kh, kw, shifts, blocks, DENSE_BLOCK).transpose(3, 0, 1, 2, 4))
+        packed.reshape(kh, kw, shifts, blocks, block).transpose(3, 0, 1, 2, 4))
 
 
 def pack_bias(nest, bias):
     """``bias`` laid out like the filters of :func:`pack_weights`."""
     filters = bias.shape[0]
-    if nest not in ("dense", "grouped_shifted") or filters % DENSE_BLOCK == 0:
+    block = filter_block(nest, bias.dtype)
+    if block is None or filters % block == 0:
         return bias
-    packed = np.zeros(-(-filters // DENSE_BLOCK) * DENSE_BLOCK, dtype=bias.dtype)
+    packed = np.zeros(-(-filters // block) * block, dtype=bias.dtype)
     packed[:filters] = bias
     return packed
 
@@ -287,6 +301,134 @@ def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
         _accumulate_tile(x, w, blk, acc, b, n, ih0, ki_lo, ki_hi, iw0, kj_lo, kj_hi, oc0, 1,
                          OCB, SW, DH, DW, CIN, CF)
         _store_tile(out, acc, n, oh, ow, oc0, 1, OCB, COUT, CF, RELU)
+
+
+#: Vectors of filters per block of the explicit-vector dense nest, and output
+#: pixels per tile at most: 6 × 2 = 12 sums, 2 weight vectors and one broadcast
+#: input value in 16 registers.  Measured with AVX2 on a first-generation EPYC
+#: (3x3 56²×64→64 at N=8, interior, GFLOP/s): 6 × 2 vectors 76, 5 × 2 76,
+#: 4 × 2 76, 7 × 2 68, 2 × 4 75, 3 × 4 48, 8 × 1 62; the 64-filter loop of
+#: :func:`_dense_task`, 1 pixel: 62.
+VECTOR_BLOCK_VECTORS = 2
+VECTOR_TILE = 6
+
+
+def vector_lanes(dtype):
+    """Values of ``dtype`` per vector register of the CPU Numba compiles for."""
+    return target.VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+@njit(inline="always")
+def _vector_window(tile, x, w, x_at, w_at, KH, KW, DH, DW, CIN, F, pixel_step, channel_step,
+                   row_step, column_step, CF):
+    """``tile`` plus its pixels' full windows, the first one's starting at ``x[x_at]``."""
+    for ki in range(KH):
+        x_row = x_at + ki * DH * row_step
+        w_row = w_at + ki * KW * CIN * F
+        if not CF and DW == 1:  # a kernel row's taps × channels are contiguous: one loop
+            for k in range(KW * CIN):
+                tile = tile_fma(tile, x, x_row + k, pixel_step, w, w_row + k * F)
+        else:
+            for kj in range(KW):
+                for ic in range(CIN):
+                    tile = tile_fma(tile, x, x_row + kj * DW * column_step + ic * channel_step,
+                                    pixel_step, w, w_row + (kj * CIN + ic) * F)
+    return tile
+
+
+def row_tiles(spec):
+    """``(wide, narrow, wide_tiles, narrow_tiles)``: an output row in tiles of the vector nest.
+
+    At most :data:`VECTOR_TILE` pixels each, as even as two tile sizes allow
+    (a row of 7 is 4 + 3, not 6 + 1: a 1-pixel tile loads a weight vector
+    per multiply-add).  Tile sizes are part of a tile's type, so they are
+    compile-time constants of the specialized kernel.
+    """
+    width = spec.output_hw[1]
+    tiles = -(-width // VECTOR_TILE)
+    wide = -(-width // tiles)
+    wide_tiles = width - (wide - 1) * tiles
+    return wide, max(1, wide - 1), wide_tiles, tiles - wide_tiles
+
+
+@njit(inline="always")
+def _vector_tile_out(tile, out, buffer, n, oh, ow, oc0, P, F, COUT, CF, RELU):
+    """Store ``P`` pixels × ``F`` filters of ``tile``: vector stores where contiguous."""
+    if RELU:
+        tile = tile_relu(tile)
+    if not CF and oc0 + F <= COUT:  # channels_last and a full block: the filters are contiguous
+        OH, OW = out.shape[1], out.shape[2]
+        tile_store(out, ((n * OH + oh) * OW + ow) * COUT + oc0, COUT, tile)
+    else:
+        tile_spill(buffer, tile)
+        _store_tile(out, buffer, n, oh, ow, oc0, P, F, COUT, CF, False)
+
+
+#: Bytes of packed weights that stay in a core's cache while its tasks move
+#: from row to row (half a first-generation EPYC's 512 KB L2).
+CACHED_WEIGHT_BYTES = 256 * 1024
+
+
+def block_major(spec):
+    """Whether the vector nest's tasks run block by block rather than row by row.
+
+    Row by row, every row reads all the weights; block by block, every
+    block reads the whole input.  Block by block when the weights do not
+    stay in the cache and reading them per row moves more bytes (7²×512 at
+    N=8: 56 rows × 9.4 MB of weights against 32 blocks × 1.3 MB of input).
+    """
+    itemsize = np.dtype(spec.dtype).itemsize
+    weight_bytes = spec.kernel_size[0] * spec.kernel_size[1] * spec.in_channels * spec.filters
+    input_bytes = spec.batch * spec.height * spec.width * spec.in_channels
+    rows = spec.batch * spec.output_hw[0]
+    blocks = -(-spec.filters // filter_block("dense_vector", spec.dtype))
+    return (weight_bytes * itemsize > CACHED_WEIGHT_BYTES
+            and rows * weight_bytes > blocks * input_bytes)
+
+
+def _dense_vector_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, COUT, V, L, WIDE,
+                       NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, CF, RELU):
+    """One output row × one block of ``V·L`` filters, in tiles of explicit vectors (:mod:`.simd`).
+
+    Specialized only: the tile sizes (:func:`row_tiles`, ``V``, ``L``) are
+    part of the tile's type.  ``x`` is zero-padded (there is no border code)
+    and ``w`` packed by :func:`pack_weights` for ``"dense_vector"``; either
+    layout.  Tasks run block by block (``BLOCK_MAJOR``, each thread's
+    blocks then stay in its cache) or row by row (:func:`block_major`).
+    """
+    F = V * L
+    H, W, OH, OW = _image_sizes(x, out, CF)
+    blocks = (COUT + F - 1) // F
+    if BLOCK_MAJOR:
+        rows = x.shape[0] * OH
+        blk = task // rows
+        row = task - blk * rows
+    else:
+        row = task // blocks
+        blk = task - row * blocks
+    n = row // OH
+    oh = row - n * OH
+    oc0 = blk * F
+    if CF:
+        pixel_step, channel_step, row_step, column_step = SW, H * W, W, 1
+        x_at = n * CIN * H * W + oh * SH * W
+    else:
+        pixel_step, channel_step, row_step, column_step = SW * CIN, 1, W * CIN, CIN
+        x_at = (n * H + oh * SH) * W * CIN
+    w_at = blk * KH * KW * CIN * F
+    buffer = np.empty(WIDE * F, dtype=out.dtype)
+    for t in range(WIDE_TILES):
+        ow = t * WIDE
+        tile = _vector_window(tile_load(b, oc0, WIDE, V, L), x, w, x_at + ow * pixel_step, w_at,
+                              KH, KW, DH, DW, CIN, F, pixel_step, channel_step, row_step,
+                              column_step, CF)
+        _vector_tile_out(tile, out, buffer, n, oh, ow, oc0, WIDE, F, COUT, CF, RELU)
+    for t in range(NARROW_TILES):
+        ow = WIDE_TILES * WIDE + t * NARROW
+        narrow = _vector_window(tile_load(b, oc0, NARROW, V, L), x, w, x_at + ow * pixel_step,
+                                w_at, KH, KW, DH, DW, CIN, F, pixel_step, channel_step,
+                                row_step, column_step, CF)
+        _vector_tile_out(narrow, out, buffer, n, oh, ow, oc0, NARROW, F, COUT, CF, RELU)
 
 
 @njit(inline="always")
@@ -571,14 +713,17 @@ def _flat_views(x, w, out):
 
 #: The nests by name, in the order of their compile-time selector.
 NESTS = ("grouped", "depthwise", "dense", "dense_edge", "depthwise_planar",
-         "grouped_shifted", "depthwise_edge")
+         "grouped_shifted", "depthwise_edge", "dense_vector")
+#: The nests that run specialized only (their tile sizes are types).
+SPECIALIZED_ONLY = ("dense_vector",)
 # Inlined into the drivers.  Module globals, not closure variables: Numba's
 # disk cache can only key closures over plain values.
 (_grouped, _depthwise, _dense, _dense_edge, _depthwise_planar, _grouped_shifted,
- _depthwise_edge) = (
+ _depthwise_edge, _dense_vector) = (
     njit(inline="always")(task)
     for task in (_grouped_task, _depthwise_task, _dense_task, _dense_edge_task,
-                 _depthwise_planar_task, _grouped_shifted_task, _depthwise_edge_task))
+                 _depthwise_planar_task, _grouped_shifted_task, _depthwise_edge_task,
+                 _dense_vector_task))
 
 
 
@@ -623,7 +768,8 @@ def _generic_driver(NEST):
     return drive
 
 
-_GENERIC = {name: _generic_driver(index) for index, name in enumerate(NESTS)}
+_GENERIC = {name: _generic_driver(index) for index, name in enumerate(NESTS)
+            if name not in SPECIALIZED_ONLY}
 
 def largest_tile():
     """The most output pixels a tile of the dense nests takes on this CPU (2 to 4)."""
@@ -668,6 +814,24 @@ def tile_width(nest, spec):
     return 1
 
 
+def specialization_key(nest, spec):
+    """What a specialized kernel of ``nest`` compiles in from ``spec``: equal keys, one kernel."""
+    key = (*kernel_arguments(nest, spec), spec.dtype)
+    return (*key, *row_tiles(spec), block_major(spec)) if nest == "dense_vector" else key
+
+
+def vector_tiles_pay():
+    """Whether the dense layers run the explicit-vector nest (specialized): without AVX-512.
+
+    With 16 vector registers the 64-filter loop of :func:`_dense_task` holds
+    one pixel and loads a weight vector per multiply-add; the vector nest's
+    6 × 2-vector tile reuses each for 6 (measured with AVX2, 3x3 layers,
+    GFLOP/s: 56²×64 62 → 76, 14²×256 53 → 76, 7²×512 37 → 64).  With
+    AVX-512 the loop's 4 × 4-vector tile ran at 95-165 and is kept.
+    """
+    return target.ACCUMULATORS < 16
+
+
 def kernel_arguments(nest, spec):
     """The geometry integers of ``spec`` in task-body argument order (after ``task``)."""
     kh, kw = spec.kernel_size
@@ -694,6 +858,8 @@ def task_count(nest, spec):
         return spec.batch * out_h * -(-spec.filters // DENSE_BLOCK)
     if nest == "depthwise_planar":
         return spec.batch * out_h * spec.filters
+    if nest == "dense_vector":
+        return spec.batch * out_h * -(-spec.filters // filter_block(nest, spec.dtype))
     return spec.batch * out_h
 
 
@@ -743,6 +909,8 @@ def specialized_kernel(nest, spec, relu):
     NEST = NESTS.index(nest)
     KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, CF = kernel_arguments(nest, spec)
     RELU = bool(relu)
+    if nest == "dense_vector":
+        return _vector_kernel(spec, RELU)
 
     # The generic driver's branches (less the edge nests), on purpose: the constants must
     # be named inside each prange body.  Passing them to a shared inlined
@@ -777,5 +945,24 @@ def specialized_kernel(nest, spec, relu):
         b = pack_bias(nest, b)
         drive(x, w, b, out, task_count(nest, spec))
         _finish(nest, x, w, b, out, spec, relu)
+
+    return run
+
+
+def _vector_kernel(spec, RELU):
+    """:func:`specialized_kernel` of the explicit-vector dense nest."""
+    KH, KW, SH, SW, DH, DW, _, _, _, CIN, COUT, _, CF = kernel_arguments("dense_vector", spec)
+    V, L = VECTOR_BLOCK_VECTORS, vector_lanes(spec.dtype)
+    WIDE, NARROW, WIDE_TILES, NARROW_TILES = row_tiles(spec)
+    BLOCK_MAJOR = block_major(spec)
+
+    @kernel_jit(parallel=True, fastmath=_CONTRACT)
+    def drive(x, w, b, out, tasks):
+        for task in prange(tasks):
+            _dense_vector(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, COUT, V, L, WIDE,
+                          NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, CF, RELU)
+
+    def run(x, w, b, out, spec, relu):
+        drive(x, w, pack_bias("dense_vector", b), out, task_count("dense_vector", spec))
 
     return run

@@ -1,0 +1,226 @@
+"""Register tiles of explicit SIMD vectors, as Numba intrinsics.
+
+LLVM vectorizes a Numba loop over filters only when its trip count is 64
+float32 (see :mod:`numbaconv.cpu.target`): a tile of 64 filters per pixel is
+8 AVX2 registers, so with 16 registers one pixel fits and every weight
+vector loaded serves one multiply-add.  A tile of several pixels × 2
+vectors of filters (what an AVX2 matrix-multiply kernel holds: 12 sums, 2
+weight vectors, 1 broadcast input) cannot be written as such a loop, and
+scalar code over named sums stays scalar (LLVM's SLP vectorizer leaves
+loop-carried sums alone; measured).  These intrinsics write that tile in
+LLVM IR directly:
+
+* a tile is a tuple of ``P`` rows (pixels) of ``V`` :class:`Vector` values
+  (``L`` lanes: filters), whose sizes are part of its type, so each tile
+  shape compiles to straight-line code on values LLVM keeps in registers;
+* :func:`tile_load` starts one from bias vectors, :func:`tile_fma` adds one
+  input channel's products (``V`` weight vectors loaded once, each of the
+  ``P`` input values broadcast once), :func:`tile_relu` rectifies it,
+  :func:`tile_store` writes its pixels' filters where they are contiguous
+  (channels_last) and :func:`tile_spill` to a buffer for a scalar store
+  (channels_first, a partial filter block).
+
+Arrays are addressed flat through their data pointer: they must be
+C-contiguous, and the caller keeps every index inside them (no bounds or
+wraparound checks, as with Numba's own indexing of unsigned indices).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+__all__ = ["Vector", "tile_fma", "tile_load", "tile_relu", "tile_spill", "tile_store"]
+
+
+class Vector(types.Type):
+    """``lanes`` values of ``dtype`` in one SIMD value (LLVM ``<lanes x dtype>``)."""
+
+    def __init__(self, dtype, lanes):
+        self.dtype, self.lanes = dtype, lanes
+        super().__init__(name=f"Vector({dtype}, {lanes})")
+
+
+@register_model(Vector)
+class _VectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        element = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
+
+
+def _contiguous_float_array(ty):
+    return (isinstance(ty, types.Array) and ty.layout == "C"
+            and isinstance(ty.dtype, types.Float))
+
+
+def _vector_pointer(context, builder, array_type, array, index, vector_type):
+    """Pointer to the vector starting at flat element ``index`` of ``array``."""
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [index]), vector_type.as_pointer())
+
+
+def _plus(builder, index, constant):
+    return builder.add(index, ir.Constant(index.type, constant)) if constant else index
+
+
+def _tile_shape(tile):
+    """``(P, V, Vector)`` of a tile type, or None for any other type."""
+    if (isinstance(tile, types.UniTuple) and isinstance(tile.dtype, types.UniTuple)
+            and isinstance(tile.dtype.dtype, Vector)):
+        return tile.count, tile.dtype.count, tile.dtype.dtype
+    return None
+
+
+@intrinsic
+def tile_load(typingctx, b, index, pixels, vectors, lanes):
+    """A tile of ``pixels`` rows, each the ``vectors × lanes`` values ``b[index:]``.
+
+    ``pixels``, ``vectors`` and ``lanes`` must be compile-time constants.
+    """
+    sizes = (pixels, vectors, lanes)
+    if not (_contiguous_float_array(b) and isinstance(index, types.Integer)
+            and all(isinstance(size, types.IntegerLiteral) for size in sizes)):
+        return None
+    P, V, L = (size.literal_value for size in sizes)
+    vector = Vector(b.dtype, L)
+    row_type = types.UniTuple(vector, V)
+    tile_type = types.UniTuple(row_type, P)
+
+    def codegen(context, builder, signature, args):
+        array, start = args[0], args[1]
+        vector_type = context.get_value_type(vector)
+        loads = [builder.load(_vector_pointer(context, builder, signature.args[0], array,
+                                              _plus(builder, start, v * L), vector_type),
+                              align=b.dtype.bitwidth // 8)
+                 for v in range(V)]
+        row = context.make_tuple(builder, row_type, loads)
+        return context.make_tuple(builder, tile_type, [row] * P)
+
+    return tile_type(b, index, pixels, vectors, lanes), codegen
+
+
+@intrinsic
+def tile_fma(typingctx, tile, x, x_index, x_step, w, w_index):
+    """``tile`` plus pixel ``p``'s input ``x[x_index + p·x_step]`` times weights ``w[w_index:]``.
+
+    The weights are the tile's ``V × L`` filters, contiguous.  Multiply and
+    add are fused where the CPU can (``llvm.fmuladd``).
+    """
+    shape = _tile_shape(tile)
+    if (shape is None or not (_contiguous_float_array(x) and _contiguous_float_array(w))
+            or x.dtype != shape[2].dtype or w.dtype != shape[2].dtype
+            or not all(isinstance(i, types.Integer) for i in (x_index, x_step, w_index))):
+        return None
+    P, V, vector = shape
+    L = vector.lanes
+
+    def codegen(context, builder, signature, args):
+        sums, x_array, x_at, step, w_array, w_at = args
+        vector_type = context.get_value_type(vector)
+        align = vector.dtype.bitwidth // 8
+        fmuladd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector_type, [vector_type] * 3),
+            f"llvm.fmuladd.v{L}f{vector.dtype.bitwidth}")
+        weights = [builder.load(_vector_pointer(context, builder, signature.args[4], w_array,
+                                                _plus(builder, w_at, v * L), vector_type),
+                                align=align)
+                   for v in range(V)]
+        x_data = context.make_array(signature.args[1])(context, builder, x_array).data
+        step = context.cast(builder, step, signature.args[3], signature.args[2])
+        lane_zero = ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L)
+        for p in range(P):
+            value = builder.load(builder.gep(x_data, [x_at]))
+            if p + 1 < P:
+                x_at = builder.add(x_at, step)
+            broadcast = builder.shuffle_vector(
+                builder.insert_element(ir.Constant(vector_type, ir.Undefined), value,
+                                       ir.Constant(ir.IntType(32), 0)),
+                ir.Constant(vector_type, ir.Undefined), lane_zero)
+            row = builder.extract_value(sums, p)
+            for v in range(V):
+                total = builder.call(fmuladd, [broadcast, weights[v],
+                                               builder.extract_value(row, v)])
+                row = builder.insert_value(row, total, v)
+            sums = builder.insert_value(sums, row, p)
+        return sums
+
+    return tile(tile, x, x_index, x_step, w, w_index), codegen
+
+
+def _store_codegen(P, V, vector, out_type, step_type, index_type):
+    """Code storing pixel ``p``'s ``V`` vectors at ``out[index + p·step]`` onward."""
+    L = vector.lanes
+
+    def codegen(context, builder, sums, array, index, step):
+        vector_type = context.get_value_type(vector)
+        step = context.cast(builder, step, step_type, index_type)
+        for p in range(P):
+            row = builder.extract_value(sums, p)
+            for v in range(V):
+                pointer = _vector_pointer(context, builder, out_type, array,
+                                          _plus(builder, index, v * L), vector_type)
+                builder.store(builder.extract_value(row, v), pointer,
+                              align=vector.dtype.bitwidth // 8)
+            if p + 1 < P:
+                index = builder.add(index, step)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def tile_store(typingctx, out, index, step, tile):
+    """Write pixel ``p`` of ``tile`` to ``out[index + p·step :][: V·L]``."""
+    shape = _tile_shape(tile)
+    if (shape is None or not _contiguous_float_array(out) or out.dtype != shape[2].dtype
+            or not (isinstance(index, types.Integer) and isinstance(step, types.Integer))):
+        return None
+    store = _store_codegen(*shape, out, step, index)
+
+    def codegen(context, builder, signature, args):
+        array, at, pixel_step, sums = args
+        return store(context, builder, sums, array, at, pixel_step)
+
+    return types.none(out, index, step, tile), codegen
+
+
+@intrinsic
+def tile_spill(typingctx, buffer, tile):
+    """Write ``tile`` to ``buffer[: P·V·L]``, pixel by pixel."""
+    shape = _tile_shape(tile)
+    if shape is None or not _contiguous_float_array(buffer) or buffer.dtype != shape[2].dtype:
+        return None
+    P, V, vector = shape
+    store = _store_codegen(P, V, vector, buffer, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        array, sums = args
+        start, row = (context.get_constant(types.intp, n) for n in (0, V * vector.lanes))
+        return store(context, builder, sums, array, start, row)
+
+    return types.none(buffer, tile), codegen
+
+
+@intrinsic
+def tile_relu(typingctx, tile):
+    """``max(tile, 0)``, NaN kept (as ``value < 0 ? 0 : value``)."""
+    shape = _tile_shape(tile)
+    if shape is None:
+        return None
+    P, V, vector = shape
+
+    def codegen(context, builder, signature, args):
+        sums = args[0]
+        zero = ir.Constant(context.get_value_type(vector), None)
+        for p in range(P):
+            row = builder.extract_value(sums, p)
+            for v in range(V):
+                value = builder.extract_value(row, v)
+                negative = builder.fcmp_ordered("<", value, zero)
+                row = builder.insert_value(row, builder.select(negative, zero, value), v)
+            sums = builder.insert_value(sums, row, p)
+        return sums
+
+    return tile(tile), codegen

@@ -1,0 +1,61 @@
+"""The explicit-vector register tiles (numbaconv.cpu.simd), against NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+from numba.core.errors import TypingError
+
+from numbaconv.cpu.simd import tile_fma, tile_load, tile_spill
+
+
+def _tile_product(P, V, L):
+    """A jitted ``(b, x, w, steps) -> out``: bias rows plus ``steps`` broadcast products."""
+
+    @njit
+    def product(b, x, w, steps, x_step):
+        tile = tile_load(b, 1, P, V, L)  # from b[1:], an offset not a multiple of L
+        for k in range(steps):
+            tile = tile_fma(tile, x, k, x_step, w, k * V * L)
+        out = np.empty(P * V * L, dtype=b.dtype)
+        tile_spill(out, tile)
+        return out
+
+    return product
+
+
+@pytest.mark.parametrize("P, V, L, dtype", [
+    (1, 1, 4, np.float32), (6, 2, 8, np.float32), (3, 2, 4, np.float64), (2, 3, 16, np.float32)])
+def test_tile_is_bias_plus_broadcast_products(P, V, L, dtype):
+    rng = np.random.default_rng(P * 100 + V * 10 + L)
+    steps, x_step = 5, 7  # pixel p of step k reads x[k + p * x_step]
+    b = rng.standard_normal(1 + V * L).astype(dtype)
+    x = rng.standard_normal(steps + P * x_step).astype(dtype)
+    w = rng.standard_normal((steps, V * L)).astype(dtype)
+    got = _tile_product(P, V, L)(b, x, w.ravel(), steps, x_step).reshape(P, V * L)
+    pixels = np.array([[x[k + p * x_step] for k in range(steps)] for p in range(P)])
+    want = b[1:].astype(float) + pixels.astype(float) @ w.astype(float)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+def test_tile_sizes_must_be_compile_time_constants():
+    @njit
+    def run_time_sizes(b, pixels):
+        tile = tile_load(b, 0, pixels, 1, 4)
+        out = np.empty(4, dtype=b.dtype)
+        tile_spill(out, tile)
+        return out
+
+    with pytest.raises(TypingError):
+        run_time_sizes(np.zeros(4, np.float32), 1)
+
+
+def test_arrays_must_be_contiguous_and_of_the_tile_dtype():
+    product = _tile_product(1, 1, 4)
+    b, w = np.zeros(5, np.float32), np.zeros(8, np.float32)
+    with pytest.raises(TypingError):  # strided: flat addressing would read the wrong values
+        product(b, np.zeros(20, np.float32)[::2], w, 2, 1)
+    with pytest.raises(TypingError):  # float64 weights into a float32 tile
+        product(b, np.zeros(10, np.float32), w.astype(np.float64), 2, 1)
