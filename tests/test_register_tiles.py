@@ -190,3 +190,22 @@ def test_vector_nest_block_by_block(register_file, specialized, monkeypatch):
     pads = reference_pads("same", (6, 9), (3, 3), (1, 1), (1, 1))
     np.testing.assert_allclose(numbaconv.conv2d(x, kernel, padding="same"),
                                reference_conv2d(x, kernel, (1, 1), pads), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels, filters, groups, dtype", [
+    (6, 20, 1, "float32"),  # 6 channels × 16 filters, the filters padded to 32
+    (5, 12, 1, "float64"),  # 5 channels × 8 float64
+    (8, 32, 4, "float32"),  # groups of 2 channels × 8 filters, padded to 16
+])
+def test_vector_kernel_gradient(register_file, channels, filters, groups, dtype):
+    spec, x, grad_output, want, tolerance = kernel_gradient_case(channels, filters, groups,
+                                                                 dtype, 9, seed=channels)
+    arguments, _ = backward.kernel_gradient_plan(spec, 2, specialized=True)
+    vector = register_file == "avx2"
+    assert (arguments[0] == backward.VECTOR_KERNEL_GRADIENT) == vector
+    if vector:
+        assert arguments[12] == min(channels // groups, direct.VECTOR_TILE)  # channels per tile
+    got = backward.kernel_gradient(spec, x, grad_output, specialized=True, threads=2)
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
+    # The generic tier has no vector task.
+    assert backward.kernel_gradient_plan(spec, 2)[0][0] == backward.DENSE_KERNEL_GRADIENT

@@ -15,7 +15,7 @@ def _tile_product(P, V, L):
 
     @njit
     def product(b, x, w, steps, x_step):
-        tile = tile_load(b, 1, P, V, L)  # from b[1:], an offset not a multiple of L
+        tile = tile_load(b, 1, 0, P, V, L)  # from b[1:], an offset not a multiple of L
         for k in range(steps):
             tile = tile_fma(tile, x, k, x_step, w, k * V * L)
         out = np.empty(P * V * L, dtype=b.dtype)
@@ -43,7 +43,7 @@ def test_tile_is_bias_plus_broadcast_products(P, V, L, dtype):
 def test_tile_sizes_must_be_compile_time_constants():
     @njit
     def run_time_sizes(b, pixels):
-        tile = tile_load(b, 0, pixels, 1, 4)
+        tile = tile_load(b, 0, 0, pixels, 1, 4)
         out = np.empty(4, dtype=b.dtype)
         tile_spill(out, tile)
         return out

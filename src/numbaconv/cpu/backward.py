@@ -16,7 +16,8 @@ g(f)·CIN + c] · w[ki, kj, c, f]`` (channels_last, group ``g(f) = f // COUT``):
   matrix product of the input's channels and the output gradient's filters
   over the output pixels (:func:`_kernel_gradient_task`), tiled in registers
   with the filters innermost, specialized per configuration like the
-  forward's dense nest.  Work items own disjoint parts of the result; where
+  forward's dense nest (without AVX-512, tiles of explicit vectors:
+  :func:`_vector_kernel_gradient_task`).  Work items own disjoint parts of the result; where
   filters and channels give too few items, the pixels are split over private
   copies that are added up afterwards — race-free without atomics.
 
@@ -35,8 +36,9 @@ from numba import njit, prange
 
 from ..cache import kernel_cache
 from ..jit import kernel_jit
-from . import layout, target
+from . import direct, layout, target
 from .direct import _CONTRACT, _valid_range
+from .simd import tile_fma, tile_load, tile_store
 
 __all__ = ["bias_gradient", "depthwise_input_gradient", "input_gradient", "is_narrow",
            "is_strided_depthwise", "kernel_gradient", "kernel_gradient_plan",
@@ -89,6 +91,26 @@ def input_gradient(gy, wt, gx, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT):
 
 
 @njit(inline="always")
+def _kernel_gradient_item(item, G, CIN, COUT, CB, OCB, CG):
+    """``(split, first filter, first input channel, channel blocks [lo, hi))`` of a work item.
+
+    The item is one split × one group × one block of ``OCB`` filters × one
+    of ``CG`` shares of the group's blocks of ``CB`` input channels.
+    """
+    f_blocks = COUT // OCB
+    c_blocks = CIN // CB
+    parts = G * f_blocks * CG
+    s = item // parts
+    rest = item - s * parts
+    g = rest // (f_blocks * CG)
+    rest -= g * (f_blocks * CG)
+    fb = rest // CG
+    share = rest - fb * CG
+    return (s, g * COUT + fb * OCB, g * CIN, share * c_blocks // CG,
+            (share + 1) * c_blocks // CG)
+
+
+@njit(inline="always")
 def _kernel_gradient_tiles(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
                            OCB, ROWS, SPLITS, CG, SHIFTED):
     """One work item of the kernel gradient of a dense or grouped layer (channels_last).
@@ -109,19 +131,7 @@ def _kernel_gradient_tiles(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G,
     """
     H, W = x.shape[1], x.shape[2]
     OH, OW = gy.shape[1], gy.shape[2]
-    f_blocks = COUT // OCB
-    c_blocks = CIN // CB
-    parts = G * f_blocks * CG
-    s = item // parts
-    rest = item - s * parts
-    g = rest // (f_blocks * CG)
-    rest -= g * (f_blocks * CG)
-    fb = rest // CG
-    share = rest - fb * CG
-    f0 = g * COUT + fb * OCB
-    x0 = g * CIN
-    cb_lo = share * c_blocks // CG
-    cb_hi = (share + 1) * c_blocks // CG
+    s, f0, x0, cb_lo, cb_hi = _kernel_gradient_item(item, G, CIN, COUT, CB, OCB, CG)
     rows = gy.shape[0] * OH
     acc = np.empty(CB * OCB, dtype=grad.dtype)
     for chunk in range(s, (rows + ROWS - 1) // ROWS, SPLITS):
@@ -165,6 +175,44 @@ def _kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, 
     """:func:`_kernel_gradient_tiles` of a dense or grouped layer."""
     _kernel_gradient_tiles(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
                            OCB, ROWS, SPLITS, CG, False)
+
+
+def _vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                 COUT, CB, OCB, ROWS, SPLITS, CG, V, L):
+    """:func:`_kernel_gradient_task` with a tile of explicit vectors (:mod:`.simd`), specialized only.
+
+    ``CB`` channels × ``OCB = V·L`` filters (CPUs without AVX-512: 4 channels
+    × 16 float32 for 3x3 56²×64, against 1 × 64 in the loop nest); each step
+    broadcasts the ``CB`` input values of one pixel and loads the pixel's
+    output gradient vectors once.
+    """
+    H, W, XC = x.shape[1], x.shape[2], x.shape[3]
+    OH, OW, GC = gy.shape[1], gy.shape[2], gy.shape[3]
+    s, f0, x0, cb_lo, cb_hi = _kernel_gradient_item(item, G, CIN, COUT, CB, OCB, CG)
+    rows = gy.shape[0] * OH
+    for chunk in range(s, (rows + ROWS - 1) // ROWS, SPLITS):
+        r0 = chunk * ROWS
+        r1 = min(r0 + ROWS, rows)
+        for ki in range(KH):
+            for kj in range(KW):
+                lo, hi = _valid_range(OW, W, SW, kj * DW - PL)
+                for cb in range(cb_lo, cb_hi):
+                    c0 = cb * CB
+                    at = (((s * KH + ki) * KW + kj) * CIN + c0) * GC + f0
+                    tile = tile_load(grad, at, GC, CB, V, L)
+                    for row in range(r0, r1):
+                        n = row // OH
+                        oh = row - n * OH
+                        ih = oh * SH - PT + ki * DH
+                        if ih < 0 or ih >= H:
+                            continue
+                        x_at = ((n * H + ih) * W + lo * SW - PL + kj * DW) * XC + x0 + c0
+                        gy_at = ((n * OH + oh) * OW + lo) * GC + f0
+                        for _ in range(lo, hi):
+                            tile = tile_fma(tile, x, x_at, 1, gy, gy_at)
+                            x_at += SW * XC
+                            gy_at += GC
+                    tile_store(grad, at, GC, tile)
 
 
 def _shifted_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
@@ -406,11 +454,13 @@ def _depthwise_input_gradient_task(gy, w, gx, item, KH, KW, SH, SW, DH, DW, PT, 
 #: the drivers; module globals so that Numba's disk cache keys the
 #: specialized closures by their integer constants only.
 (DENSE_KERNEL_GRADIENT, DEPTHWISE_KERNEL_GRADIENT, NARROW_INPUT_GRADIENT,
- SHIFTED_KERNEL_GRADIENT, DEPTHWISE_INPUT_GRADIENT) = range(5)
-_dense_task, _depthwise_task, _narrow_task, _shifted_task, _depthwise_input_task = (
+ SHIFTED_KERNEL_GRADIENT, DEPTHWISE_INPUT_GRADIENT, VECTOR_KERNEL_GRADIENT) = range(6)
+(_dense_task, _depthwise_task, _narrow_task, _shifted_task, _depthwise_input_task,
+ _vector_task) = (
     njit(inline="always")(task) for task in (
         _kernel_gradient_task, _depthwise_kernel_gradient_task, _narrow_input_gradient_task,
-        _shifted_kernel_gradient_task, _depthwise_input_gradient_task))
+        _shifted_kernel_gradient_task, _depthwise_input_gradient_task,
+        _vector_kernel_gradient_task))
 
 
 def _generic_driver(TASK):
@@ -455,6 +505,8 @@ def _specialized_driver(arguments):
     56²×64→64 3x3, N=8: 375-387 GFLOP/s against 59 for the generic driver).
     """
     TASK, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB, OCB, ROWS, SPLITS, CG = arguments
+    V = direct.VECTOR_BLOCK_VECTORS  # the vector task's tile: V vectors of L lanes
+    L = OCB // V
 
     @kernel_jit(parallel=True, fastmath=_CONTRACT)
     def drive(a, b, out, items):
@@ -474,10 +526,14 @@ def _specialized_driver(arguments):
             for item in prange(items):
                 _shifted_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
                               OCB, ROWS, SPLITS, CG)
-        else:
+        elif TASK == 4:
             for item in prange(items):
                 _depthwise_input_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                       COUT, CB, OCB, ROWS, SPLITS, CG)
+        else:  # the vector kernel gradient: specialized only (its tile sizes are types)
+            for item in prange(items):
+                _vector_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
+                             OCB, ROWS, SPLITS, CG, V, L)
 
     return drive
 
@@ -503,6 +559,14 @@ CHUNK_PIXELS = 256
 #: (1.3-2 MB chunks ran 10-20% slower: past L2), as do 1x1 kernels, which read no
 #: halo (56²×64→256 at 409 pixels: 0.96x).
 CHUNK_BYTES = 1 << 19
+
+#: Output pixels per chunk of the vector kernel gradient: its tile is small
+#: (a few channels × 16 float32 filters), so short chunks keep the chunk's
+#: input rows in L1 while every tap and channel block reads them.  Measured
+#: with AVX2 (Zen 1, N=8, GFLOP/s) against the loop nest's chunks (256-1024
+#: pixels): 56²×64 3x3 48-66 → 62-67, 7x7/2 stem 48 → 64, 3x3/2 56²×128
+#: 40 → 46, 14²×256 57 → 58, 7²×512 42 → 40 (one row, 7 pixels: 11).
+VECTOR_CHUNK_PIXELS = 64
 
 #: Accumulators per kernel-gradient tile, in vector registers (as the
 #: forward's dense tile: more spill): 16 with AVX-512, 8 with AVX2
@@ -543,8 +607,12 @@ def _shifted(spec):
             and ocb % width == 0 and spec.filters % ocb == 0)
 
 
-def kernel_gradient_plan(spec, threads):
+def kernel_gradient_plan(spec, threads, specialized=False):
     """How the kernel gradient of ``spec`` is tiled and split into ``threads`` parallel items.
+
+    ``specialized``: for the specialized driver, which runs dense and
+    grouped layers on CPUs without AVX-512 in tiles of explicit vectors
+    (:func:`_vector_kernel_gradient_task`).
 
     Returns
     -------
@@ -582,13 +650,18 @@ def kernel_gradient_plan(spec, threads):
         groups, cin, cout = 1, -(-(2 * cin - 1) // cb) * cb, spec.filters
         units, c_blocks = cout // ocb, cin // cb
     else:
+        if specialized and direct.vector_tiles_pay():
+            task = VECTOR_KERNEL_GRADIENT
+            ocb = direct.filter_block("dense_vector", spec.dtype)
+            cb = max(d for d in range(1, direct.VECTOR_TILE + 1) if cin % d == 0)
+        else:
+            cb = _channel_tile(cin)
         cout = -(-cout // ocb) * ocb
-        cb = _channel_tile(cin)
         units, c_blocks = groups * (cout // ocb), cin // cb
     out_h, out_w = spec.output_hw
     out_rows = spec.batch * out_h
-    pixels = CHUNK_PIXELS
-    if not depthwise and spec.kernel_size[0] > 1:
+    pixels = VECTOR_CHUNK_PIXELS if task == VECTOR_KERNEL_GRADIENT else CHUNK_PIXELS
+    if task != VECTOR_KERNEL_GRADIENT and not depthwise and spec.kernel_size[0] > 1:
         pixel_bytes = (spec.in_channels + spec.filters) * np.dtype(spec.dtype).itemsize
         pixels = min(4 * CHUNK_PIXELS, max(CHUNK_PIXELS, CHUNK_BYTES // pixel_bytes))
     rows = max(1, min(out_rows, -(-pixels // out_w)))
@@ -615,8 +688,8 @@ def kernel_gradient(spec, x, gy, specialized, threads=None):
     """
     threads = numba.get_num_threads() if threads is None else threads
     # Remembered (planning costs tens of microseconds, a small layer's whole kernel).
-    arguments, items = kernel_cache.get(("kernel_gradient_plan", spec, threads),
-                                        lambda: kernel_gradient_plan(spec, threads))
+    arguments, items = kernel_cache.get(("kernel_gradient_plan", spec, threads, specialized),
+                                        lambda: kernel_gradient_plan(spec, threads, specialized))
     task = arguments[0]
     groups, cin, padded, splits = arguments[9], arguments[10], arguments[11], arguments[15]
     cout = spec.filters // groups

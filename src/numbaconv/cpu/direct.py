@@ -419,13 +419,13 @@ def _dense_vector_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, COUT, V,
     buffer = np.empty(WIDE * F, dtype=out.dtype)
     for t in range(WIDE_TILES):
         ow = t * WIDE
-        tile = _vector_window(tile_load(b, oc0, WIDE, V, L), x, w, x_at + ow * pixel_step, w_at,
+        tile = _vector_window(tile_load(b, oc0, 0, WIDE, V, L), x, w, x_at + ow * pixel_step, w_at,
                               KH, KW, DH, DW, CIN, F, pixel_step, channel_step, row_step,
                               column_step, CF)
         _vector_tile_out(tile, out, buffer, n, oh, ow, oc0, WIDE, F, COUT, CF, RELU)
     for t in range(NARROW_TILES):
         ow = WIDE_TILES * WIDE + t * NARROW
-        narrow = _vector_window(tile_load(b, oc0, NARROW, V, L), x, w, x_at + ow * pixel_step,
+        narrow = _vector_window(tile_load(b, oc0, 0, NARROW, V, L), x, w, x_at + ow * pixel_step,
                                 w_at, KH, KW, DH, DW, CIN, F, pixel_step, channel_step,
                                 row_step, column_step, CF)
         _vector_tile_out(narrow, out, buffer, n, oh, ow, oc0, NARROW, F, COUT, CF, RELU)

@@ -74,13 +74,15 @@ def _tile_shape(tile):
 
 
 @intrinsic
-def tile_load(typingctx, b, index, pixels, vectors, lanes):
-    """A tile of ``pixels`` rows, each the ``vectors × lanes`` values ``b[index:]``.
+def tile_load(typingctx, b, index, step, pixels, vectors, lanes):
+    """A tile of ``pixels`` rows, row ``p`` the ``vectors × lanes`` values ``b[index + p·step:]``.
 
-    ``pixels``, ``vectors`` and ``lanes`` must be compile-time constants.
+    ``step`` 0 repeats one row (a bias).  ``pixels``, ``vectors`` and
+    ``lanes`` must be compile-time constants.
     """
     sizes = (pixels, vectors, lanes)
     if not (_contiguous_float_array(b) and isinstance(index, types.Integer)
+            and isinstance(step, types.Integer)
             and all(isinstance(size, types.IntegerLiteral) for size in sizes)):
         return None
     P, V, L = (size.literal_value for size in sizes)
@@ -89,16 +91,21 @@ def tile_load(typingctx, b, index, pixels, vectors, lanes):
     tile_type = types.UniTuple(row_type, P)
 
     def codegen(context, builder, signature, args):
-        array, start = args[0], args[1]
+        array, start, row_step = args[0], args[1], args[2]
+        row_step = context.cast(builder, row_step, signature.args[2], signature.args[1])
         vector_type = context.get_value_type(vector)
-        loads = [builder.load(_vector_pointer(context, builder, signature.args[0], array,
-                                              _plus(builder, start, v * L), vector_type),
-                              align=b.dtype.bitwidth // 8)
-                 for v in range(V)]
-        row = context.make_tuple(builder, row_type, loads)
-        return context.make_tuple(builder, tile_type, [row] * P)
+        rows = []
+        for p in range(P):
+            loads = [builder.load(_vector_pointer(context, builder, signature.args[0], array,
+                                                  _plus(builder, start, v * L), vector_type),
+                                  align=b.dtype.bitwidth // 8)
+                     for v in range(V)]
+            rows.append(context.make_tuple(builder, row_type, loads))
+            if p + 1 < P:
+                start = builder.add(start, row_step)
+        return context.make_tuple(builder, tile_type, rows)
 
-    return tile_type(b, index, pixels, vectors, lanes), codegen
+    return tile_type(b, index, step, pixels, vectors, lanes), codegen
 
 
 @intrinsic
