@@ -179,12 +179,16 @@ def _kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, 
 
 def _vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                  COUT, CB, OCB, ROWS, SPLITS, CG, V, L):
-    """:func:`_kernel_gradient_task` with a tile of explicit vectors (:mod:`.simd`), specialized only.
+    """:func:`_kernel_gradient_task` in a tile of explicit vectors (:mod:`.simd`); specialized.
 
     ``CB`` channels × ``OCB = V·L`` filters (CPUs without AVX-512: 4 channels
     × 16 float32 for 3x3 56²×64, against 1 × 64 in the loop nest); each step
     broadcasts the ``CB`` input values of one pixel and loads the pixel's
-    output gradient vectors once.
+    output gradient vectors once.  The loops over chunks, taps and rows are
+    those of :func:`_kernel_gradient_tiles`, written out again: the tile's
+    sizes are types, so its code cannot sit in a branch of the generic
+    driver's task (Numba types every branch), and the loop nest's own
+    tiles are what LLVM keeps in registers only as written there.
     """
     H, W, XC = x.shape[1], x.shape[2], x.shape[3]
     OH, OW, GC = gy.shape[1], gy.shape[2], gy.shape[3]
