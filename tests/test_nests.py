@@ -13,7 +13,8 @@ from reference import reference_conv2d, reference_pads
 
 import numbaconv
 from numbaconv import dispatch
-from numbaconv.cpu import layout
+from numbaconv.cache import clear_kernel_cache
+from numbaconv.cpu import direct, layout
 from numbaconv.functional import plan
 from numbaconv.spec import ConvSpec
 
@@ -109,6 +110,16 @@ def test_dense_tiles_filter_blocks_and_layouts(width, filters, data_format, tier
     _check(x, kernel, 2, "same", 1, bias, None, data_format)
 
 
+@pytest.fixture
+def loop_nests(monkeypatch):
+    """The loop nests whatever the CPU: no explicit-vector nests (which CPUs without AVX-512
+    run specialized; they are tested in test_register_tiles)."""
+    monkeypatch.setattr(direct, "vector_tiles_pay", lambda: False)
+    clear_kernel_cache()  # it holds the plans
+    yield
+    clear_kernel_cache()
+
+
 def _run_shifted(x, kernel, strides, padding, dilation, bias, activation, data_format):
     """float32 ``conv2d`` through the shifted grouped nest (asserted) and its float64 reference."""
     spec = ConvSpec.from_arguments(x.shape, kernel.shape, strides, padding, data_format,
@@ -146,7 +157,7 @@ _GROUPING_TIERS = ([(*grouping, *geometry, "never") for grouping in _GROUPINGS
 
 @pytest.mark.parametrize("group_width, channels, width, strides, dilation, tier",
                          _GROUPING_TIERS, indirect=["tier"])
-def test_shifted_grouped_nest(group_width, channels, width, strides, dilation, tier):
+def test_shifted_grouped_nest(group_width, channels, width, strides, dilation, tier, loop_nests):
     # Filter blocks of 64 (full, partial, several), shifts of 2 * width - 1 input
     # channels, 4-pixel tiles (the last overlapping), strides, dilation, both paddings.
     rng = np.random.default_rng(group_width * 1000 + channels + width)
@@ -161,7 +172,7 @@ def test_shifted_grouped_nest(group_width, channels, width, strides, dilation, t
         np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
 
 
-def test_shifted_grouped_nest_channels_first_and_kernel_sizes(tier):
+def test_shifted_grouped_nest_channels_first_and_kernel_sizes(tier, loop_nests):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((2, 32, 7, 9))
     kernel = rng.standard_normal((2, 5, 4, 32))
@@ -170,7 +181,7 @@ def test_shifted_grouped_nest_channels_first_and_kernel_sizes(tier):
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
 
 
-def test_shifted_grouped_nest_keeps_non_finite_values_in_their_group(tier):
+def test_shifted_grouped_nest_keeps_non_finite_values_in_their_group(tier, loop_nests):
     # The nest multiplies every channel of a block by a zero weight for the
     # filters outside its group: an inf next to a group must not leak as NaN
     # into it (nor into the next pixel, whose channels follow in memory).
@@ -196,11 +207,17 @@ def test_prepare_input_pads_channels(data_format):
     want = np.pad(xl.astype(np.float32), ((0, 0), (1, 0), (0, 2), (3, 5)))
     np.testing.assert_array_equal(got, want)
     assert finite
+    value = x[1, 2, 1, 0]
     for bad in (np.inf, -np.inf, np.nan):
         x[1, 2, 1, 0] = bad
-        assert not layout.pad_channels(x, data_format, ((0, 0), (0, 0)), (1, 0),
-                                       np.dtype(np.float32))[1]
-        x[1, 2, 1, 0] = 0
+        for channel_pads in ((1, 0), (0, 0)):  # (0, 0): copied and checked all the same
+            assert not layout.pad_channels(x, data_format, ((0, 0), (0, 0)), channel_pads,
+                                           np.dtype(np.float32))[1]
+    x[1, 2, 1, 0] = value
+    got, finite = layout.pad_channels(x, data_format, ((1, 0), (0, 2)), (0, 0),
+                                      np.dtype(np.float32))
+    np.testing.assert_array_equal(got, want[..., 3:-5])
+    assert finite
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])

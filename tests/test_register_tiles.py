@@ -83,9 +83,9 @@ def test_dense_tiles_of_either_register_file(register_file, width, channels, ker
 
 
 def test_specialized_dense_and_shifted_tiles(register_file, specialized):
-    # The tiles compiled in: dense with 4 pixels (AVX-512) or 2 (AVX2, 8 channels; the
-    # 1-pixel tile compiled in runs in test_nests on AVX2 machines), and the shifted
-    # grouped nest (float32 only) on groups of 4 channels.
+    # The tiles compiled in: dense with 4 pixels (AVX-512) or the vector nest (AVX2), and
+    # the shifted grouped nest (AVX-512; AVX2: the grouped vector nest) on groups of 4
+    # channels.
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 5, 9, 8))
     _check_forward(x, rng.standard_normal((3, 3, 8, 64)), 1, "channels_last")
@@ -93,7 +93,8 @@ def test_specialized_dense_and_shifted_tiles(register_file, specialized):
     kernel = rng.standard_normal((3, 3, 4, 16)).astype(np.float32)
     spec = ConvSpec.from_arguments(x.shape, kernel.shape, 1, "same", "channels_last", 1,
                                    "float32")
-    assert plan(spec, False, hot=True)[1] == "grouped_shifted"
+    assert plan(spec, False, hot=True)[1] == ("grouped_shifted" if register_file == "avx512"
+                                              else "grouped_vector")
     out = numbaconv.conv2d(x, kernel, padding="same")
     pads = reference_pads("same", (5, 9), (3, 3), (1, 1), (1, 1))
     want = reference_conv2d(x.astype(float), kernel.astype(float), (1, 1), pads)
@@ -118,7 +119,7 @@ def test_kernel_gradient_tiles_of_either_register_file(register_file, channels, 
 @pytest.mark.parametrize("width", range(1, 20))
 def test_vector_row_tiles_cover_a_row_evenly(width):
     spec = _spec((1, 3, width, 4), (1, 1, 4, 16))
-    wide, narrow, wide_tiles, narrow_tiles = direct.row_tiles(spec)
+    wide, narrow, wide_tiles, narrow_tiles = direct.row_tiles("dense_vector", spec)
     assert wide * wide_tiles + narrow * narrow_tiles == width
     assert wide_tiles + narrow_tiles == -(-width // direct.VECTOR_TILE)  # fewest tiles
     assert 1 <= narrow <= wide <= direct.VECTOR_TILE
@@ -186,7 +187,8 @@ def test_vector_nest_block_by_block(register_file, specialized, monkeypatch):
     x = rng.standard_normal((2, 6, 9, 5)).astype(np.float32)
     kernel = rng.standard_normal((3, 3, 5, 40)).astype(np.float32)
     spec = _spec(x.shape, kernel.shape)
-    assert direct.block_major(spec) and plan(spec, False, hot=True)[1] == "dense_vector"
+    assert direct.block_major("dense_vector", spec)
+    assert plan(spec, False, hot=True)[1] == "dense_vector"
     pads = reference_pads("same", (6, 9), (3, 3), (1, 1), (1, 1))
     np.testing.assert_allclose(numbaconv.conv2d(x, kernel, padding="same"),
                                reference_conv2d(x, kernel, (1, 1), pads), rtol=1e-5, atol=1e-5)
@@ -209,3 +211,51 @@ def test_vector_kernel_gradient(register_file, channels, filters, groups, dtype)
     np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
     # The generic tier has no vector task.
     assert backward.kernel_gradient_plan(spec, 2)[0][0] == backward.DENSE_KERNEL_GRADIENT
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+@pytest.mark.parametrize("width, channels, strides, dilation, dtype", [
+    (4, 32, 1, 1, "float32"),  # 2 groups per 8-filter block, weights zero across groups
+    (2, 16, 2, 1, "float32"),
+    (16, 32, 1, 2, "float32"),  # 2 blocks per group
+    (4, 24, (1, 2), 1, "float64"),  # blocks of 4 float64: one group each
+])
+def test_grouped_vector_nest_against_the_reference(register_file, specialized, width, channels,
+                                                   strides, dilation, dtype):
+    rng = np.random.default_rng(width + channels)
+    x = rng.standard_normal((2, 5, 11, channels)).astype(dtype)
+    kernel = rng.standard_normal((3, 3, width, channels)).astype(dtype)
+    bias = rng.standard_normal(channels).astype(dtype)
+    strides = (strides, strides) if isinstance(strides, int) else strides
+    spec = ConvSpec.from_arguments(x.shape, kernel.shape, strides, "same", "channels_last",
+                                   dilation, dtype)
+    assert plan(spec, True, hot=True)[1] == "grouped_vector"
+    got = numbaconv.conv2d(x, kernel, bias=bias, strides=strides, padding="same",
+                           dilation_rate=dilation, activation="relu")
+    pads = reference_pads("same", x.shape[1:3], (3, 3), strides, (dilation,) * 2)
+    want = np.maximum(reference_conv2d(x, kernel, strides, pads, (dilation,) * 2, bias=bias), 0)
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+def test_grouped_vector_nest_keeps_non_finite_values_in_their_group(register_file,
+                                                                     specialized):
+    # Blocks of 8 filters read the channels of two groups, with zero weights across
+    # them: an input with inf/NaN runs the plain grouped nest instead (0 * inf is NaN).
+    x = np.ones((1, 5, 8, 16), dtype=np.float32)
+    x[0, 2, 3, 4] = np.inf  # group 1 of 4-channel groups
+    x[0, 1, 5, 15] = np.nan
+    kernel = np.random.default_rng(5).standard_normal((3, 3, 4, 16)).astype(np.float32)
+    spec = ConvSpec.from_arguments(x.shape, kernel.shape, 1, "same", "channels_last", 1,
+                                   "float32")
+    assert plan(spec, False, hot=True)[1] == "grouped_vector"
+    out = numbaconv.conv2d(x, kernel, padding="same")
+    pads = reference_pads("same", (5, 8), (3, 3), (1, 1), (1, 1))
+    with np.errstate(invalid="ignore"):
+        want = reference_conv2d(x, kernel, (1, 1), pads)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(want))
+    assert np.isfinite(out[..., [0, 1, 2, 3, 8, 9, 10, 11]]).all()
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(out[finite], want[finite], rtol=1e-5, atol=1e-4)

@@ -135,11 +135,19 @@ IMPLEMENTATIONS = (
                    specialized_only=True),
     Implementation("cpu.dense", "dense", lambda spec: spec.groups == 1),
     # Zero weights meet the other groups' channels: 0 * inf would be NaN.
+    Implementation("cpu.grouped.vector", "grouped_vector",
+                   lambda spec: direct.vector_groups(spec) and _channels_last(spec),
+                   finite_inputs_only=True, specialized_only=True),
     Implementation("cpu.grouped.shifted", "grouped_shifted",
                    lambda spec: _narrow_groups(spec) and _channels_last(spec),
                    finite_inputs_only=True),
     Implementation("cpu.grouped", "grouped", _channels_last),
 )
+
+
+def checks_input(nest):
+    """Whether ``nest`` is exact on finite inputs only (its inputs are checked while copied)."""
+    return any(impl.finite_inputs_only for impl in IMPLEMENTATIONS if impl.nest == nest)
 
 
 def supports(spec):
@@ -156,10 +164,9 @@ def prefers_padded_input(nest, spec):
     cheap next to the arithmetic; on large, thin ones the copy costs more.
     Estimated: 3x the border share of pixels against the copy at ~10 GB/s
     next to the arithmetic at ~400 GFLOP/s.  The shifted grouped nest and the
-    explicit-vector dense nest have no border code: they always read a padded
-    input.
+    explicit-vector nests have no border code: they always read a padded input.
     """
-    if nest in ("grouped_shifted", "dense_vector"):
+    if nest in ("grouped_shifted", "dense_vector", "grouped_vector"):
         return True
     if nest != "dense":
         return False
@@ -168,6 +175,18 @@ def prefers_padded_input(nest, spec):
     border_cost = 3 * (out_w - interior) / out_w
     copy_cost = 40 * spec.batch * spec.height * spec.width * spec.in_channels * 4 / spec.flops
     return border_cost > copy_cost
+
+
+def implementation(spec, hot, finite_input=True):
+    """The first :class:`Implementation` of the table that runs ``spec`` (see :func:`select`)."""
+    specialized = wants_specialized(spec, hot)
+    impl = next((impl for impl in IMPLEMENTATIONS
+                 if impl.applies(spec) and (finite_input or not impl.finite_inputs_only)
+                 and (specialized or not impl.specialized_only)), None)
+    if impl is None:
+        raise ValueError(f"No implementation reads data_format={spec.data_format!r} with "
+                         f"groups={spec.groups}: reorder to channels_last first")
+    return impl
 
 
 def select(spec, relu, hot, finite_input=True):
@@ -197,14 +216,8 @@ def select(spec, relu, hot, finite_input=True):
     run : callable
         ``run(x, packed_w, b, out, spec, relu)``.
     """
-    specialized = wants_specialized(spec, hot)
-    impl = next((impl for impl in IMPLEMENTATIONS
-                 if impl.applies(spec) and (finite_input or not impl.finite_inputs_only)
-                 and (specialized or not impl.specialized_only)), None)
-    if impl is None:
-        raise ValueError(f"No implementation reads data_format={spec.data_format!r} with "
-                         f"groups={spec.groups}: reorder to channels_last first")
-    if specialized:
+    impl = implementation(spec, hot, finite_input)
+    if wants_specialized(spec, hot):
         key = ("cpu", impl.nest, "specialized",
                direct.specialization_key(impl.nest, spec), bool(relu))
         build = lambda: direct.specialized_kernel(impl.nest, spec, relu)  # noqa: E731

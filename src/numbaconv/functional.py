@@ -23,7 +23,8 @@ from .cpu import backward as cpu_backward
 from .cpu import layout
 from .cpu.direct import channel_pads, filter_block, pack_weights, vector_tiles_pay
 from .cuda import run as cuda_run
-from .dispatch import prefers_padded_input, select, supports, wants_specialized
+from .dispatch import (checks_input, implementation, prefers_padded_input, select, supports,
+                       wants_specialized)
 from .spec import ConvSpec
 from .variables import Snapshot, Variable
 
@@ -165,12 +166,12 @@ def plan(spec, relu, hot, finite_kernel=True):
 
 def _plan(spec, relu, hot, finite_kernel):
     run_spec = spec if supports(spec) else spec.as_channels_last()
-    name, nest, run = select(run_spec, relu, hot)
     pads = ((0, 0), (0, 0))
+    nest = implementation(run_spec, hot).nest
     if spec.pads != pads and (prefers_padded_input(nest, run_spec) or not finite_kernel):
         pads = spec.pads
         run_spec, _ = run_spec.padded()
-        name, nest, run = select(run_spec, relu, hot)
+    name, nest, run = select(run_spec, relu, hot)
     return name, nest, run, run_spec, pads
 
 
@@ -220,9 +221,11 @@ def convolve(spec, x, kernel, bias, activation, hot):
     out = np.empty(spec.output_shape, dtype=dtype)
     reorder = run_spec.data_format != spec.data_format
     channels = channel_pads(nest, run_spec)
+    # Copied with a check for inf/NaN, or without.
+    checked = channels != (0, 0) or checks_input(nest)
     # Kernels are compiled per array type: they get writable C-contiguous
     # arrays of the compute dtype only, so one compilation serves every call.
-    direct = (not reorder and pads == ((0, 0), (0, 0)) and channels == (0, 0)
+    direct = (not reorder and pads == ((0, 0), (0, 0)) and not checked
               and x.dtype == dtype and x.flags.c_contiguous and x.flags.writeable)
     if direct:
         run(x, packed, b, out, run_spec, relu)
@@ -242,12 +245,12 @@ def convolve(spec, x, kernel, bias, activation, hot):
             part_spec = (run_spec if step >= spec.batch
                          else replace(run_spec, batch=part.stop - part.start))
             run_part, packed_part, finite = run, packed, True
-            if channels != (0, 0):
+            if checked:
                 xs, finite = layout.pad_channels(x[part], spec.data_format, pads, channels, dtype)
             if not finite:  # an implementation exact on finite inputs only: the next one
                 _, safe_nest, run_part = select(run_spec, relu, hot, finite_input=False)
                 packed_part = packed_for(safe_nest)
-            if channels == (0, 0) or not finite:
+            if not checked or not finite:
                 xs = layout.prepare_input(x[part], spec.data_format, run_spec.data_format, pads,
                                           dtype)
             if reorder:

@@ -111,8 +111,8 @@ def filter_block(nest, dtype):
     """Filters per block of ``nest``'s packed weights (None: the nest reads the Keras layout)."""
     if nest in ("dense", "grouped_shifted"):
         return DENSE_BLOCK
-    if nest == "dense_vector":
-        return VECTOR_BLOCK_VECTORS * vector_lanes(dtype)
+    if nest in VECTOR_SHAPES:
+        return VECTOR_SHAPES[nest][1] * vector_lanes(dtype)
     return None
 
 
@@ -132,6 +132,8 @@ def pack_weights(nest, kernel):
     if block is None:
         return kernel
     blocks = -(-filters // block)
+    if nest == "grouped_vector":
+        return _pack_group_blocks(kernel, block)
     if nest != "grouped_shifted":
         if filters % block == 0:  # no zero filters to add: one copy
             return np.ascontiguousarray(
@@ -150,6 +152,27 @@ def pack_weights(nest, kernel):
                                                             np.flatnonzero(inside)]
     return np.ascontiguousarray(
         packed.reshape(kh, kw, shifts, blocks, block).transpose(3, 0, 1, 2, 4))
+
+
+def _pack_group_blocks(kernel, block):
+    """``(blocks, kh, kw, channels, block)``: the weights of :func:`_dense_vector_task` on groups.
+
+    Groups of ``width`` channels in and out.  Wider groups than the block
+    (``width % block == 0``): each block reads its group's ``width``
+    channels.  Narrower ones (``block % width == 0``): each block reads the
+    ``block`` channels of its ``block // width`` groups, the weights zero
+    across groups (block-diagonal).
+    """
+    kh, kw, width, filters = kernel.shape
+    channels = max(width, block)
+    packed = np.zeros((filters // block, kh, kw, channels, block), dtype=kernel.dtype)
+    for blk in range(filters // block):
+        for first in range(0, block, width):  # the groups in the block (one if wider)
+            lane = slice(first, first + min(width, block))
+            row = slice(first, first + width) if width < block else slice(None)
+            packed[blk, :, :, row, lane] = kernel[..., blk * block + lane.start:
+                                                  blk * block + lane.stop]
+    return packed
 
 
 def pack_bias(nest, bias):
@@ -312,6 +335,12 @@ def _dense_edge_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
 VECTOR_BLOCK_VECTORS = 2
 VECTOR_TILE = 6
 
+#: ``(pixels, vectors)`` of the tiles of the explicit-vector nests.  Grouped
+#: layers take one vector of filters: blocks of 8 float32 filters waste less
+#: arithmetic on groups narrower than a block (ResNeXt's 4: 2x, against 4x
+#: with 16 filters), and 12 pixels share each weight vector.
+VECTOR_SHAPES = {"dense_vector": (VECTOR_TILE, VECTOR_BLOCK_VECTORS), "grouped_vector": (12, 1)}
+
 
 def vector_lanes(dtype):
     """Values of ``dtype`` per vector register of the CPU Numba compiles for."""
@@ -320,12 +349,16 @@ def vector_lanes(dtype):
 
 @njit(inline="always")
 def _vector_window(tile, x, w, x_at, w_at, KH, KW, DH, DW, CIN, F, pixel_step, channel_step,
-                   row_step, column_step, CF):
-    """``tile`` plus its pixels' full windows, the first one's starting at ``x[x_at]``."""
+                   row_step, column_step, SPLIT):
+    """``tile`` plus its pixels' full windows, the first one's starting at ``x[x_at]``.
+
+    Unless ``SPLIT`` (channels_first, or a block reading some of the
+    channels), a kernel row's taps × channels are contiguous when undilated.
+    """
     for ki in range(KH):
         x_row = x_at + ki * DH * row_step
         w_row = w_at + ki * KW * CIN * F
-        if not CF and DW == 1:  # a kernel row's taps × channels are contiguous: one loop
+        if not SPLIT and DW == 1:  # one loop
             for k in range(KW * CIN):
                 tile = tile_fma(tile, x, x_row + k, pixel_step, w, w_row + k * F)
         else:
@@ -336,16 +369,16 @@ def _vector_window(tile, x, w, x_at, w_at, KH, KW, DH, DW, CIN, F, pixel_step, c
     return tile
 
 
-def row_tiles(spec):
-    """``(wide, narrow, wide_tiles, narrow_tiles)``: an output row in tiles of the vector nest.
+def row_tiles(nest, spec):
+    """``(wide, narrow, wide_tiles, narrow_tiles)``: an output row in tiles of a vector nest.
 
-    At most :data:`VECTOR_TILE` pixels each, as even as two tile sizes allow
+    At most :data:`VECTOR_SHAPES` pixels each, as even as two tile sizes allow
     (a row of 7 is 4 + 3, not 6 + 1: a 1-pixel tile loads a weight vector
     per multiply-add).  Tile sizes are part of a tile's type, so they are
     compile-time constants of the specialized kernel.
     """
     width = spec.output_hw[1]
-    tiles = -(-width // VECTOR_TILE)
+    tiles = -(-width // VECTOR_SHAPES[nest][0])
     wide = -(-width // tiles)
     wide_tiles = width - (wide - 1) * tiles
     return wide, max(1, wide - 1), wide_tiles, tiles - wide_tiles
@@ -369,7 +402,7 @@ def _vector_tile_out(tile, out, buffer, n, oh, ow, oc0, P, F, COUT, CF, RELU):
 CACHED_WEIGHT_BYTES = 256 * 1024
 
 
-def block_major(spec):
+def block_major(nest, spec):
     """Whether the vector nest's tasks run block by block rather than row by row.
 
     Row by row, every row reads all the weights; block by block, every
@@ -378,23 +411,37 @@ def block_major(spec):
     N=8: 56 rows × 9.4 MB of weights against 32 blocks × 1.3 MB of input).
     """
     itemsize = np.dtype(spec.dtype).itemsize
-    weight_bytes = spec.kernel_size[0] * spec.kernel_size[1] * spec.in_channels * spec.filters
+    block = filter_block(nest, spec.dtype)
+    weight_bytes = (spec.kernel_size[0] * spec.kernel_size[1] * spec.filters
+                    * _block_channels(nest, spec, block))
     input_bytes = spec.batch * spec.height * spec.width * spec.in_channels
     rows = spec.batch * spec.output_hw[0]
-    blocks = -(-spec.filters // filter_block("dense_vector", spec.dtype))
+    blocks = -(-spec.filters // block)
     return (weight_bytes * itemsize > CACHED_WEIGHT_BYTES
             and rows * weight_bytes > blocks * input_bytes)
 
 
-def _dense_vector_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, COUT, V, L, WIDE,
-                       NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, CF, RELU):
+def _block_channels(nest, spec, block):
+    """Input channels each filter block of a vector nest reads."""
+    if nest == "dense_vector":
+        return spec.in_channels
+    return max(spec.in_channels // spec.groups, block)
+
+
+def _dense_vector_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, XC, GW, COUT, V, L,
+                       WIDE, NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, CF, RELU):
     """One output row × one block of ``V·L`` filters, in tiles of explicit vectors (:mod:`.simd`).
 
     Specialized only: the tile sizes (:func:`row_tiles`, ``V``, ``L``) are
     part of the tile's type.  ``x`` is zero-padded (there is no border code)
-    and ``w`` packed by :func:`pack_weights` for ``"dense_vector"``; either
-    layout.  Tasks run block by block (``BLOCK_MAJOR``, each thread's
-    blocks then stay in its cache) or row by row (:func:`block_major`).
+    and ``w`` packed by :func:`pack_weights`.  Each block reads ``CIN`` of
+    the ``XC`` channels of the input: all of them (a dense layer, either
+    layout; group width ``GW`` 0), or for groups of ``GW`` channels in and
+    out (channels_last), its group's (``GW`` ≥ the block) or its own
+    filters' channels (block-diagonal weights: see
+    :func:`_pack_group_blocks`).  Tasks run block by block (``BLOCK_MAJOR``,
+    each thread's blocks then stay in its cache) or row by row
+    (:func:`block_major`).
     """
     F = V * L
     H, W, OH, OW = _image_sizes(x, out, CF)
@@ -409,25 +456,31 @@ def _dense_vector_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, COUT, V,
     n = row // OH
     oh = row - n * OH
     oc0 = blk * F
+    if GW == 0:
+        c0 = 0
+    elif GW >= F:
+        c0 = oc0 // GW * GW
+    else:
+        c0 = oc0
     if CF:
         pixel_step, channel_step, row_step, column_step = SW, H * W, W, 1
-        x_at = n * CIN * H * W + oh * SH * W
+        x_at = n * XC * H * W + oh * SH * W
     else:
-        pixel_step, channel_step, row_step, column_step = SW * CIN, 1, W * CIN, CIN
-        x_at = (n * H + oh * SH) * W * CIN
+        pixel_step, channel_step, row_step, column_step = SW * XC, 1, W * XC, XC
+        x_at = (n * H + oh * SH) * W * XC + c0
     w_at = blk * KH * KW * CIN * F
     buffer = np.empty(WIDE * F, dtype=out.dtype)
     for t in range(WIDE_TILES):
         ow = t * WIDE
         tile = _vector_window(tile_load(b, oc0, 0, WIDE, V, L), x, w, x_at + ow * pixel_step, w_at,
                               KH, KW, DH, DW, CIN, F, pixel_step, channel_step, row_step,
-                              column_step, CF)
+                              column_step, CF or CIN != XC)
         _vector_tile_out(tile, out, buffer, n, oh, ow, oc0, WIDE, F, COUT, CF, RELU)
     for t in range(NARROW_TILES):
         ow = WIDE_TILES * WIDE + t * NARROW
         narrow = _vector_window(tile_load(b, oc0, 0, NARROW, V, L), x, w, x_at + ow * pixel_step,
                                 w_at, KH, KW, DH, DW, CIN, F, pixel_step, channel_step,
-                                row_step, column_step, CF)
+                                row_step, column_step, CF or CIN != XC)
         _vector_tile_out(narrow, out, buffer, n, oh, ow, oc0, NARROW, F, COUT, CF, RELU)
 
 
@@ -713,9 +766,9 @@ def _flat_views(x, w, out):
 
 #: The nests by name, in the order of their compile-time selector.
 NESTS = ("grouped", "depthwise", "dense", "dense_edge", "depthwise_planar",
-         "grouped_shifted", "depthwise_edge", "dense_vector")
+         "grouped_shifted", "depthwise_edge", "dense_vector", "grouped_vector")
 #: The nests that run specialized only (their tile sizes are types).
-SPECIALIZED_ONLY = ("dense_vector",)
+SPECIALIZED_ONLY = ("dense_vector", "grouped_vector")
 # Inlined into the drivers.  Module globals, not closure variables: Numba's
 # disk cache can only key closures over plain values.
 (_grouped, _depthwise, _dense, _dense_edge, _depthwise_planar, _grouped_shifted,
@@ -817,7 +870,20 @@ def tile_width(nest, spec):
 def specialization_key(nest, spec):
     """What a specialized kernel of ``nest`` compiles in from ``spec``: equal keys, one kernel."""
     key = (*kernel_arguments(nest, spec), spec.dtype)
-    return (*key, *row_tiles(spec), block_major(spec)) if nest == "dense_vector" else key
+    if nest in VECTOR_SHAPES:
+        return (*key, *row_tiles(nest, spec), block_major(nest, spec))
+    return key
+
+
+def vector_groups(spec):
+    """Whether the grouped vector nest runs ``spec``: groups of 2 or more channels in and as
+    many filters out, a whole number of groups per filter block or of blocks per group,
+    whole blocks."""
+    width = spec.in_channels // spec.groups
+    block = filter_block("grouped_vector", spec.dtype)
+    return (spec.groups > 1 and width >= 2 and spec.filters == spec.in_channels
+            and (block % width == 0 or width % block == 0) and spec.filters % block == 0
+            and vector_tiles_pay())
 
 
 def vector_tiles_pay():
@@ -858,7 +924,7 @@ def task_count(nest, spec):
         return spec.batch * out_h * -(-spec.filters // DENSE_BLOCK)
     if nest == "depthwise_planar":
         return spec.batch * out_h * spec.filters
-    if nest == "dense_vector":
+    if nest in VECTOR_SHAPES:
         return spec.batch * out_h * -(-spec.filters // filter_block(nest, spec.dtype))
     return spec.batch * out_h
 
@@ -909,8 +975,8 @@ def specialized_kernel(nest, spec, relu):
     NEST = NESTS.index(nest)
     KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, CF = kernel_arguments(nest, spec)
     RELU = bool(relu)
-    if nest == "dense_vector":
-        return _vector_kernel(spec, RELU)
+    if nest in VECTOR_SHAPES:
+        return _vector_kernel(nest, spec, RELU)
 
     # The generic driver's branches (less the edge nests), on purpose: the constants must
     # be named inside each prange body.  Passing them to a shared inlined
@@ -949,20 +1015,23 @@ def specialized_kernel(nest, spec, relu):
     return run
 
 
-def _vector_kernel(spec, RELU):
-    """:func:`specialized_kernel` of the explicit-vector dense nest."""
-    KH, KW, SH, SW, DH, DW, _, _, _, CIN, COUT, _, CF = kernel_arguments("dense_vector", spec)
-    V, L = VECTOR_BLOCK_VECTORS, vector_lanes(spec.dtype)
-    WIDE, NARROW, WIDE_TILES, NARROW_TILES = row_tiles(spec)
-    BLOCK_MAJOR = block_major(spec)
+def _vector_kernel(nest, spec, RELU):
+    """:func:`specialized_kernel` of an explicit-vector nest (dense or grouped)."""
+    KH, KW, SH, SW, DH, DW, _, _, _, _, _, _, CF = kernel_arguments(nest, spec)
+    V, L = VECTOR_SHAPES[nest][1], vector_lanes(spec.dtype)
+    CIN = _block_channels(nest, spec, V * L)
+    XC, COUT = spec.in_channels, spec.filters
+    GW = 0 if nest == "dense_vector" else spec.in_channels // spec.groups
+    WIDE, NARROW, WIDE_TILES, NARROW_TILES = row_tiles(nest, spec)
+    BLOCK_MAJOR = block_major(nest, spec)
 
     @kernel_jit(parallel=True, fastmath=_CONTRACT)
     def drive(x, w, b, out, tasks):
         for task in prange(tasks):
-            _dense_vector(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, COUT, V, L, WIDE,
-                          NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, CF, RELU)
+            _dense_vector(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, XC, GW, COUT, V, L,
+                          WIDE, NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, CF, RELU)
 
     def run(x, w, b, out, spec, relu):
-        drive(x, w, pack_bias("dense_vector", b), out, task_count("dense_vector", spec))
+        drive(x, w, pack_bias(nest, b), out, task_count(nest, spec))
 
     return run

@@ -27,12 +27,12 @@ __all__ = ["flipped_transposed_kernel", "flipped_transposed_packed", "pad_channe
 
 
 @kernel_jit(parallel=True)
-def _gather_channels_last(x, out, top, left, front, CHANNELS_FIRST):
+def _gather_channels_last(x, out, top, left, front, CHANNELS_FIRST, CHECK):
     """``out[n, top + h, left + w, front + c] = x[n, h, w, c]`` (or ``x[n, c, h, w]``), zero elsewhere.
 
     Returns the number of rows holding an inf/NaN among those copied value
-    by value (channels_first data, or ``out`` with padded channels); plain
-    channels_last rows are copied unchecked (counted 0).
+    by value (channels_first data, ``out`` with padded channels, or
+    ``CHECK``); other channels_last rows are copied unchecked (counted 0).
     """
     N, OH, OW, CP = out.shape
     if CHANNELS_FIRST:
@@ -67,7 +67,7 @@ def _gather_channels_last(x, out, top, left, front, CHANNELS_FIRST):
                     value = source[np.uint64(first + c * H * W + w)]
                     target[np.uint64(start + w * CP + front + c)] = value
                     finite &= value - value == zero
-        elif CP == C:
+        elif CP == C and not CHECK:
             first = (n * H + h) * W * C
             for j in range(W * C):
                 target[np.uint64(start + j)] = source[np.uint64(first + j)]
@@ -180,7 +180,7 @@ def prepare_input(x, data_format, kernel_format, pads, dtype):
                       dtype)
         _pad_channels_first(x, out, top, left)
         return out
-    return _pad_channels_last(x, data_format, pads, (0, 0), dtype)[0]
+    return _pad_channels_last(x, data_format, pads, (0, 0), dtype, False)[0]
 
 
 def pad_channels(x, data_format, pads, channel_pads, dtype):
@@ -204,7 +204,8 @@ def pad_channels(x, data_format, pads, channel_pads, dtype):
     finite : bool
         Whether ``x`` holds no inf/NaN (checked during the copy).
     """
-    return _pad_channels_last(_compute_array(x, dtype), data_format, pads, channel_pads, dtype)
+    return _pad_channels_last(_compute_array(x, dtype), data_format, pads, channel_pads, dtype,
+                              True)
 
 
 def _compute_array(x, dtype):
@@ -214,7 +215,7 @@ def _compute_array(x, dtype):
     return x if x.flags.writeable else x.copy()
 
 
-def _pad_channels_last(x, data_format, pads, channel_pads, dtype):
+def _pad_channels_last(x, data_format, pads, channel_pads, dtype, check):
     (top, bottom), (left, right) = pads
     front, back = channel_pads
     if data_format == "channels_first":
@@ -223,7 +224,8 @@ def _pad_channels_last(x, data_format, pads, channel_pads, dtype):
         batch, height, width, channels = x.shape
     out = scratch("input", (batch, height + top + bottom, width + left + right,
                             front + channels + back), dtype)
-    non_finite = _gather_channels_last(x, out, top, left, front, data_format == "channels_first")
+    non_finite = _gather_channels_last(x, out, top, left, front, data_format == "channels_first",
+                                       check)
     return out, non_finite == 0
 
 
@@ -236,7 +238,7 @@ def to_channels_last(x, dtype, role=None):
     x = _compute_array(x, dtype)
     shape = (x.shape[0], x.shape[2], x.shape[3], x.shape[1])
     out = np.empty(shape, dtype=dtype) if role is None else scratch(role, shape, dtype)
-    _gather_channels_last(x, out, 0, 0, 0, True)
+    _gather_channels_last(x, out, 0, 0, 0, True, False)
     return out
 
 
