@@ -408,7 +408,8 @@ def block_major(nest, spec):
     Row by row, every row reads all the weights; block by block, every
     block reads the whole input.  Block by block when the weights do not
     stay in the cache and reading them per row moves more bytes (7²×512 at
-    N=8: 56 rows × 9.4 MB of weights against 32 blocks × 1.3 MB of input).
+    N=8: 56 rows × 9.4 MB of weights against 32 blocks × 1.3 MB of input;
+    measured with AVX2, 6 interleaved rounds: 72 GFLOP/s against 54).
     """
     itemsize = np.dtype(spec.dtype).itemsize
     block = filter_block(nest, spec.dtype)
