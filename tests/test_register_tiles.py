@@ -121,9 +121,13 @@ def test_vector_row_tiles_cover_a_row_evenly(width):
     spec = _spec((1, 3, width, 4), (1, 1, 4, 16))
     wide, narrow, wide_tiles, narrow_tiles = direct.row_tiles("dense_vector", spec)
     assert wide * wide_tiles + narrow * narrow_tiles == width
-    assert wide_tiles + narrow_tiles == -(-width // direct.VECTOR_TILE)  # fewest tiles
     assert 1 <= narrow <= wide <= direct.VECTOR_TILE
-    assert wide - narrow <= 1
+    divisors = [size for size in range(4, 7) if width % size == 0]
+    if divisors:  # one tile size: the largest of 4 to 6 that divides the row
+        assert (wide, narrow_tiles) == (max(divisors), 0)
+    else:  # the fewest tiles, as even as can be
+        assert wide_tiles + narrow_tiles == -(-width // direct.VECTOR_TILE)
+        assert narrow_tiles == 0 or wide - narrow == 1
 
 
 def test_dense_layers_run_the_vector_nest_without_avx512(register_file, specialized):

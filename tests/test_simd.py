@@ -7,7 +7,7 @@ import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
-from numbaconv.cpu.simd import tile_fma, tile_load, tile_spill
+from numbaconv.cpu.simd import tile_fma, tile_load, tile_scatter, tile_store
 
 
 def _tile_product(P, V, L):
@@ -19,7 +19,7 @@ def _tile_product(P, V, L):
         for k in range(steps):
             tile = tile_fma(tile, x, k, x_step, w, k * V * L)
         out = np.empty(P * V * L, dtype=b.dtype)
-        tile_spill(out, tile)
+        tile_store(out, 0, V * L, tile)
         return out
 
     return product
@@ -45,7 +45,7 @@ def test_tile_sizes_must_be_compile_time_constants():
     def run_time_sizes(b, pixels):
         tile = tile_load(b, 0, 0, pixels, 1, 4)
         out = np.empty(4, dtype=b.dtype)
-        tile_spill(out, tile)
+        tile_store(out, 0, 4, tile)
         return out
 
     with pytest.raises(TypingError):
@@ -59,3 +59,22 @@ def test_arrays_must_be_contiguous_and_of_the_tile_dtype():
         product(b, np.zeros(20, np.float32)[::2], w, 2, 1)
     with pytest.raises(TypingError):  # float64 weights into a float32 tile
         product(b, np.zeros(10, np.float32), w.astype(np.float64), 2, 1)
+
+
+def test_scatter_writes_the_valid_lanes_anywhere():
+    P, V, L = 3, 2, 4
+
+    @njit
+    def scatter(b, out, valid):
+        tile = tile_load(b, 0, V * L, P, V, L)  # rows b[0:8], b[8:16], b[16:24]
+        tile_scatter(out, 1, 2, 7, valid, tile)  # pixel p, lane l -> out[1 + 2 p + 7 l]
+
+    b = np.arange(P * V * L, dtype=np.float64)
+    for valid in (V * L, 5, 0):
+        out = np.full(1 + 2 * (P - 1) + 7 * (V * L - 1) + 1, -1.0)
+        scatter(b, out, valid)
+        want = np.full_like(out, -1.0)
+        for p in range(P):
+            for lane in range(valid):
+                want[1 + 2 * p + 7 * lane] = b[p * V * L + lane]
+        np.testing.assert_array_equal(out, want)

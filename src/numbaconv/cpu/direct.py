@@ -32,7 +32,7 @@ from numba import njit, prange
 
 from ..jit import kernel_jit
 from . import target
-from .simd import tile_fma, tile_load, tile_relu, tile_spill, tile_store
+from .simd import tile_fma, tile_load, tile_relu, tile_scatter, tile_store
 
 __all__ = ["NESTS", "generic_kernel", "specialized_kernel", "pack_weights", "pack_bias",
            "channel_pads", "task_count"]
@@ -372,29 +372,41 @@ def _vector_window(tile, x, w, x_at, w_at, KH, KW, DH, DW, CIN, F, pixel_step, c
 def row_tiles(nest, spec):
     """``(wide, narrow, wide_tiles, narrow_tiles)``: an output row in tiles of a vector nest.
 
-    At most :data:`VECTOR_SHAPES` pixels each, as even as two tile sizes allow
-    (a row of 7 is 4 + 3, not 6 + 1: a 1-pixel tile loads a weight vector
-    per multiply-add).  Tile sizes are part of a tile's type, so they are
-    compile-time constants of the specialized kernel.
+    At most :data:`VECTOR_SHAPES` pixels each: one tile size where one of the
+    three largest divides the row (56 = 14 × 4), else as even as two sizes
+    allow (a row of 7 is 4 + 3, not 6 + 1: a 1-pixel tile loads a weight
+    vector per multiply-add).  Tile sizes are part of a tile's type, so they
+    are compile-time constants of the specialized kernel, and each size is
+    code of its own to compile.
     """
     width = spec.output_hw[1]
-    tiles = -(-width // VECTOR_SHAPES[nest][0])
+    largest = VECTOR_SHAPES[nest][0]
+    size = next((size for size in range(largest, max(0, largest - 3), -1) if width % size == 0),
+                None)
+    if size is not None:
+        return size, size, width // size, 0
+    tiles = -(-width // largest)
     wide = -(-width // tiles)
     wide_tiles = width - (wide - 1) * tiles
     return wide, max(1, wide - 1), wide_tiles, tiles - wide_tiles
 
 
 @njit(inline="always")
-def _vector_tile_out(tile, out, buffer, n, oh, ow, oc0, P, F, COUT, CF, RELU):
-    """Store ``P`` pixels × ``F`` filters of ``tile``: vector stores where contiguous."""
+def _vector_tile_out(tile, out, n, oh, ow, oc0, F, COUT, CF, RELU):
+    """Store ``tile``'s pixels × filters: vector stores where contiguous."""
     if RELU:
         tile = tile_relu(tile)
-    if not CF and oc0 + F <= COUT:  # channels_last and a full block: the filters are contiguous
-        OH, OW = out.shape[1], out.shape[2]
-        tile_store(out, ((n * OH + oh) * OW + ow) * COUT + oc0, COUT, tile)
+    if CF:
+        OH, OW = out.shape[2], out.shape[3]
+        tile_scatter(out, (n * COUT + oc0) * OH * OW + oh * OW + ow, 1, OH * OW,
+                     min(F, COUT - oc0), tile)
     else:
-        tile_spill(buffer, tile)
-        _store_tile(out, buffer, n, oh, ow, oc0, P, F, COUT, CF, False)
+        OH, OW = out.shape[1], out.shape[2]
+        at = ((n * OH + oh) * OW + ow) * COUT + oc0
+        if oc0 + F <= COUT:  # a full block: its filters are contiguous
+            tile_store(out, at, COUT, tile)
+        else:
+            tile_scatter(out, at, COUT, 1, COUT - oc0, tile)
 
 
 #: Bytes of packed weights that stay in a core's cache while its tasks move
@@ -470,19 +482,18 @@ def _dense_vector_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, XC, GW, 
         pixel_step, channel_step, row_step, column_step = SW * XC, 1, W * XC, XC
         x_at = (n * H + oh * SH) * W * XC + c0
     w_at = blk * KH * KW * CIN * F
-    buffer = np.empty(WIDE * F, dtype=out.dtype)
     for t in range(WIDE_TILES):
         ow = t * WIDE
         tile = _vector_window(tile_load(b, oc0, 0, WIDE, V, L), x, w, x_at + ow * pixel_step, w_at,
                               KH, KW, DH, DW, CIN, F, pixel_step, channel_step, row_step,
                               column_step, CF or CIN != XC)
-        _vector_tile_out(tile, out, buffer, n, oh, ow, oc0, WIDE, F, COUT, CF, RELU)
+        _vector_tile_out(tile, out, n, oh, ow, oc0, F, COUT, CF, RELU)
     for t in range(NARROW_TILES):
         ow = WIDE_TILES * WIDE + t * NARROW
         narrow = _vector_window(tile_load(b, oc0, 0, NARROW, V, L), x, w, x_at + ow * pixel_step,
                                 w_at, KH, KW, DH, DW, CIN, F, pixel_step, channel_step,
                                 row_step, column_step, CF or CIN != XC)
-        _vector_tile_out(narrow, out, buffer, n, oh, ow, oc0, NARROW, F, COUT, CF, RELU)
+        _vector_tile_out(narrow, out, n, oh, ow, oc0, F, COUT, CF, RELU)
 
 
 @njit(inline="always")

@@ -17,7 +17,7 @@ LLVM IR directly:
   input channel's products (``V`` weight vectors loaded once, each of the
   ``P`` input values broadcast once), :func:`tile_relu` rectifies it,
   :func:`tile_store` writes its pixels' filters where they are contiguous
-  (channels_last) and :func:`tile_spill` to a buffer for a scalar store
+  (channels_last), :func:`tile_scatter` value by value elsewhere
   (channels_first, a partial filter block).
 
 Arrays are addressed flat through their data pointer: they must be
@@ -32,7 +32,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["Vector", "tile_fma", "tile_load", "tile_relu", "tile_spill", "tile_store"]
+__all__ = ["Vector", "tile_fma", "tile_load", "tile_relu", "tile_scatter", "tile_store"]
 
 
 class Vector(types.Type):
@@ -156,27 +156,6 @@ def tile_fma(typingctx, tile, x, x_index, x_step, w, w_index):
     return tile(tile, x, x_index, x_step, w, w_index), codegen
 
 
-def _store_codegen(P, V, vector, out_type, step_type, index_type):
-    """Code storing pixel ``p``'s ``V`` vectors at ``out[index + p·step]`` onward."""
-    L = vector.lanes
-
-    def codegen(context, builder, sums, array, index, step):
-        vector_type = context.get_value_type(vector)
-        step = context.cast(builder, step, step_type, index_type)
-        for p in range(P):
-            row = builder.extract_value(sums, p)
-            for v in range(V):
-                pointer = _vector_pointer(context, builder, out_type, array,
-                                          _plus(builder, index, v * L), vector_type)
-                builder.store(builder.extract_value(row, v), pointer,
-                              align=vector.dtype.bitwidth // 8)
-            if p + 1 < P:
-                index = builder.add(index, step)
-        return context.get_dummy_value()
-
-    return codegen
-
-
 @intrinsic
 def tile_store(typingctx, out, index, step, tile):
     """Write pixel ``p`` of ``tile`` to ``out[index + p·step :][: V·L]``."""
@@ -184,30 +163,64 @@ def tile_store(typingctx, out, index, step, tile):
     if (shape is None or not _contiguous_float_array(out) or out.dtype != shape[2].dtype
             or not (isinstance(index, types.Integer) and isinstance(step, types.Integer))):
         return None
-    store = _store_codegen(*shape, out, step, index)
+    P, V, vector = shape
+    L = vector.lanes
 
     def codegen(context, builder, signature, args):
         array, at, pixel_step, sums = args
-        return store(context, builder, sums, array, at, pixel_step)
+        vector_type = context.get_value_type(vector)
+        pixel_step = context.cast(builder, pixel_step, signature.args[2], signature.args[1])
+        for p in range(P):
+            row = builder.extract_value(sums, p)
+            for v in range(V):
+                pointer = _vector_pointer(context, builder, signature.args[0], array,
+                                          _plus(builder, at, v * L), vector_type)
+                builder.store(builder.extract_value(row, v), pointer,
+                              align=vector.dtype.bitwidth // 8)
+            if p + 1 < P:
+                at = builder.add(at, pixel_step)
+        return context.get_dummy_value()
 
     return types.none(out, index, step, tile), codegen
 
 
 @intrinsic
-def tile_spill(typingctx, buffer, tile):
-    """Write ``tile`` to ``buffer[: P·V·L]``, pixel by pixel."""
+def tile_scatter(typingctx, out, index, pixel_step, lane_step, valid, tile):
+    """Write lane ``l < valid`` of pixel ``p`` to ``out[index + p·pixel_step + l·lane_step]``.
+
+    One scalar store per value: for outputs whose filters are not contiguous
+    (channels_first) or a block's filters past the last (``valid`` < ``V·L``).
+    Straight-line code, where a loop over a buffer compiled 2-3 s longer.
+    """
     shape = _tile_shape(tile)
-    if shape is None or not _contiguous_float_array(buffer) or buffer.dtype != shape[2].dtype:
+    if (shape is None or not _contiguous_float_array(out) or out.dtype != shape[2].dtype
+            or not all(isinstance(i, types.Integer)
+                       for i in (index, pixel_step, lane_step, valid))):
         return None
     P, V, vector = shape
-    store = _store_codegen(P, V, vector, buffer, types.intp, types.intp)
+    L = vector.lanes
 
     def codegen(context, builder, signature, args):
-        array, sums = args
-        start, row = (context.get_constant(types.intp, n) for n in (0, V * vector.lanes))
-        return store(context, builder, sums, array, start, row)
+        array, at, pixel, lane, count, sums = (
+            context.cast(builder, value, ty, types.intp) if 1 <= i <= 4 else value
+            for i, (value, ty) in enumerate(zip(args, signature.args)))
+        data = context.make_array(signature.args[0])(context, builder, array).data
+        for p in range(P):
+            row = builder.extract_value(sums, p)
+            for v in range(V):
+                values = builder.extract_value(row, v)
+                for j in range(L):
+                    filter_index = ir.Constant(count.type, v * L + j)
+                    with builder.if_then(builder.icmp_signed("<", filter_index, count)):
+                        offset = builder.add(at, builder.mul(filter_index, lane))
+                        builder.store(builder.extract_element(values,
+                                                              ir.Constant(ir.IntType(32), j)),
+                                      builder.gep(data, [offset]))
+            if p + 1 < P:
+                at = builder.add(at, pixel)
+        return context.get_dummy_value()
 
-    return types.none(buffer, tile), codegen
+    return types.none(out, index, pixel_step, lane_step, valid, tile), codegen
 
 
 @intrinsic
