@@ -776,7 +776,8 @@ def _flat_views(x, w, out):
             out.reshape(-1))
 
 
-#: The nests by name, in the order of their compile-time selector.
+#: The nests by name, in the order of their compile-time selector (the vector
+#: nests, specialized only, have their own driver: :func:`_vector_kernel`).
 NESTS = ("grouped", "depthwise", "dense", "dense_edge", "depthwise_planar",
          "grouped_shifted", "depthwise_edge", "dense_vector", "grouped_vector")
 #: The nests that run specialized only (their tile sizes are types).
@@ -903,9 +904,11 @@ def vector_tiles_pay():
 
     With 16 vector registers the 64-filter loop of :func:`_dense_task` holds
     one pixel and loads a weight vector per multiply-add; the vector nest's
-    6 × 2-vector tile reuses each for 6 (measured with AVX2, 3x3 layers,
-    GFLOP/s: 56²×64 62 → 76, 14²×256 53 → 76, 7²×512 37 → 64).  With
-    AVX-512 the loop's 4 × 4-vector tile ran at 95-165 and is kept.
+    6 × 2-vector tile reuses each for 6 (measured with AVX2 on a prototype of
+    the two, 3x3 layers at N=8, interior pixels, GFLOP/s: 56²×64 62 → 76,
+    16²×256 53 → 76, 9²×512 37 → 64).  With AVX-512 the loop's 4 × 4-vector
+    tile ran at 95-165 and is kept (not measured against the vector nest:
+    no AVX-512 machine since).
     """
     return target.ACCUMULATORS < 16
 
