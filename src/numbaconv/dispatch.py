@@ -166,7 +166,7 @@ def prefers_padded_input(nest, spec):
     next to the arithmetic at ~400 GFLOP/s.  The shifted grouped nest and the
     explicit-vector nests have no border code: they always read a padded input.
     """
-    if nest in ("grouped_shifted", "dense_vector", "grouped_vector"):
+    if nest == "grouped_shifted" or nest in direct.VECTOR_SHAPES:
         return True
     if nest != "dense":
         return False
