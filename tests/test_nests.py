@@ -88,14 +88,16 @@ def test_planar_depthwise_rows_and_borders(out_width, strides, dilation, tier):
         _check(x, kernel, strides, "same", dilation, bias, None, "channels_first")
 
 
-# The specialized tier (compiled per filter count) samples the filters: 70 has a full
-# block and a padded one, 3 a padded one alone.
-_FILTER_TIERS = ([(filters, "never") for filters in (3, 64, 70)]
-                 + [(filters, "always") for filters in (3, 70)])
+# The specialized tier (compiled per filter count, and by the vector nest per row width)
+# samples the filters (70 has a full block and a padded one, 3 a padded one alone) and
+# the widths: 3 (narrower than a tile), 7 (4 + 3 without AVX-512), 12 (whole tiles).
+# test_register_tiles covers the vector nest's row tiles on more widths.
+_FILTER_TIERS = ([(width, filters, "never") for width in (3, 4, 5, 7, 9, 12)
+                  for filters in (3, 64, 70)]
+                 + [(width, filters, "always") for width in (3, 7, 12) for filters in (3, 70)])
 
 
-@pytest.mark.parametrize("width", [3, 4, 5, 7, 9, 12])
-@pytest.mark.parametrize("filters, tier", _FILTER_TIERS, indirect=["tier"])
+@pytest.mark.parametrize("width, filters, tier", _FILTER_TIERS, indirect=["tier"])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_dense_tiles_filter_blocks_and_layouts(width, filters, data_format, tier):
     # 64-filter blocks (70: one full, one padded with zero filters), tiles and

@@ -12,7 +12,7 @@ from reference import reference_conv2d, reference_pads
 from test_backward import kernel_gradient_case
 
 import numbaconv
-from numbaconv.cpu import backward, direct, target
+from numbaconv.cpu import backward, direct, layout, target
 from numbaconv.functional import plan
 from numbaconv.spec import ConvSpec
 
@@ -263,3 +263,58 @@ def test_grouped_vector_nest_keeps_non_finite_values_in_their_group(register_fil
     assert np.isfinite(out[..., [0, 1, 2, 3, 8, 9, 10, 11]]).all()
     finite = np.isfinite(want)
     np.testing.assert_allclose(out[finite], want[finite], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+@pytest.mark.parametrize("width, channels, kernel_size, strides, dilation, padding, dtype", [
+    (13, 16, 3, 1, 1, "same", "float32"),  # 3 tiles of 4, the last shifted left
+    (9, 8, 3, 2, 1, "same", "float64"),  # 4 float64 lanes: 2 vectors, border pixels 2 at once
+    (20, 24, 3, 1, 2, "valid", "float32"),  # 3 vectors: the border pixels one at a time
+    (3, 32, 3, 1, 1, "same", "float32"),  # narrower than a tile: every pixel a border one
+    (11, 32, 3, (2, 1), 1, "same", "float32"),
+])
+def test_depthwise_vector_nest_against_the_reference(register_file, specialized, width,
+                                                     channels, kernel_size, strides, dilation,
+                                                     padding, dtype):
+    rng = np.random.default_rng(width + channels)
+    x = rng.standard_normal((2, 7, width, channels)).astype(dtype)  # 7 rows: one unpaired
+    kernel = rng.standard_normal((kernel_size, kernel_size, 1, channels)).astype(dtype)
+    bias = rng.standard_normal(channels).astype(dtype)
+    strides = (strides, strides) if isinstance(strides, int) else strides
+    spec = ConvSpec.from_arguments(x.shape, kernel.shape, strides, padding, "channels_last",
+                                   dilation, dtype)
+    assert plan(spec, True, hot=True)[1] == "depthwise_vector"
+    got = numbaconv.conv2d(x, kernel, bias=bias, strides=strides, padding=padding,
+                           dilation_rate=dilation, activation="relu")
+    pads = reference_pads(padding, x.shape[1:3], (kernel_size,) * 2, strides, (dilation,) * 2)
+    want = np.maximum(reference_conv2d(x, kernel, strides, pads, (dilation,) * 2, bias=bias), 0)
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+def test_depthwise_vector_nest_streams_aligned_outputs_only(register_file, specialized,
+                                                            monkeypatch):
+    monkeypatch.setattr(direct, "STREAM_MIN_BYTES", 0)  # every output large enough
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 10, 16)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 1, 16)).astype(np.float32)
+    bias = np.zeros(16, np.float32)
+    spec = _spec(x.shape, kernel.shape)
+    assert direct.streams_output("depthwise_vector", spec)
+    want = reference_conv2d(x, kernel, (1, 1), reference_pads("same", (6, 10), (3, 3), (1, 1),
+                                                              (1, 1)))
+    np.testing.assert_allclose(numbaconv.conv2d(x, kernel, padding="same"), want, rtol=1e-5,
+                               atol=1e-5)
+    # An output off the alignment (one float in) is stored plainly, not faulted on.
+    run = direct.specialized_kernel("depthwise_vector", spec, False)
+    buffer = layout.aligned_empty((want.size + 1,), np.float32)
+    out = buffer[1:].reshape(want.shape)
+    run(x, kernel, bias, out, spec, False)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+def test_depthwise_channels_off_the_lanes_run_the_loop_nest(register_file, specialized):
+    assert plan(_spec((1, 8, 8, 12), (3, 3, 1, 12)), False, hot=True)[1] == "depthwise"
+    assert plan(_spec((1, 8, 8, 16), (3, 3, 1, 16)), False, hot=True)[1] == "depthwise_vector"

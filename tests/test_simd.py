@@ -7,7 +7,9 @@ import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
-from numbaconv.cpu.simd import tile_fma, tile_load, tile_scatter, tile_store
+from numbaconv.cpu import layout
+from numbaconv.cpu.simd import (stream_fence, tile_fma, tile_fma_lanes, tile_load, tile_scatter,
+                                tile_store, tile_stream)
 
 
 def _tile_product(P, V, L):
@@ -78,3 +80,50 @@ def test_scatter_writes_the_valid_lanes_anywhere():
             for lane in range(valid):
                 want[1 + 2 * p + 7 * lane] = b[p * V * L + lane]
         np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("P, V, L, dtype", [(1, 1, 8, np.float32), (4, 1, 8, np.float32),
+                                            (2, 3, 4, np.float64), (1, 4, 8, np.float32)])
+def test_lane_products_are_elementwise(P, V, L, dtype):
+    # The depthwise step: pixel p adds x[k * 3 + p * x_step:][:V*L] * w[k * V*L:][:V*L].
+    steps, x_step = 4, 2 * V * L + 3
+
+    @njit
+    def lanes(b, x, w):
+        tile = tile_load(b, 0, 0, P, V, L)
+        for k in range(steps):
+            tile = tile_fma_lanes(tile, x, k * 3, x_step, w, k * V * L)
+        out = np.empty(P * V * L, dtype=b.dtype)
+        tile_store(out, 0, V * L, tile)
+        return out
+
+    rng = np.random.default_rng(P + V + L)
+    b = rng.standard_normal(V * L).astype(dtype)
+    x = rng.standard_normal(steps * 3 + P * x_step + V * L).astype(dtype)
+    w = rng.standard_normal((steps, V * L)).astype(dtype)
+    got = lanes(b, x, w.ravel()).reshape(P, V * L)
+    want = np.array([b.astype(float) + sum(x[k * 3 + p * x_step:][:V * L].astype(float) * w[k]
+                                           for k in range(steps)) for p in range(P)])
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streamed_stores_write_what_plain_ones_do(dtype):
+    P, V, L = 3, 2, 32 // np.dtype(dtype).itemsize  # one 32-byte vector a step
+
+    @njit
+    def store_both(b, plain, streamed):
+        tile = tile_load(b, 0, V * L, P, V, L)
+        tile_store(plain, 2 * V * L, 3 * V * L, tile)
+        tile_stream(streamed, 2 * V * L, 3 * V * L, tile)
+        stream_fence()
+
+    b = np.arange(P * V * L, dtype=dtype) + 1
+    plain = np.zeros(10 * V * L, dtype=dtype)
+    streamed = layout.aligned_empty(plain.shape, dtype)  # a misaligned one would fault
+    streamed[:] = 0
+    assert layout.address(streamed) % layout.ALIGNMENT == 0
+    store_both(b, plain, streamed)
+    np.testing.assert_array_equal(streamed, plain)
+    assert plain[2 * V * L:][:V * L].tolist() == b[:V * L].tolist()

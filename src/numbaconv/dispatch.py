@@ -127,6 +127,10 @@ def _narrow_groups(spec):
 # along rows; the others vectorize along channels and read channels_last only:
 # numbaconv.functional.plan reorders channels_first data around them.
 IMPLEMENTATIONS = (
+    Implementation("cpu.depthwise.vector", "depthwise_vector",
+                   lambda spec: (_depthwise(spec) and _channels_last(spec)
+                                 and direct.depthwise_vectors(spec)),
+                   specialized_only=True),
     Implementation("cpu.depthwise", "depthwise",
                    lambda spec: _depthwise(spec) and _channels_last(spec)),
     Implementation("cpu.depthwise.planar", "depthwise_planar", _planar_depthwise),

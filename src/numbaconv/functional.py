@@ -21,7 +21,8 @@ from . import cuda as cuda_target
 from .cache import kernel_cache
 from .cpu import backward as cpu_backward
 from .cpu import layout
-from .cpu.direct import channel_pads, filter_block, pack_weights, vector_tiles_pay
+from .cpu.direct import (channel_pads, filter_block, pack_weights, streams_output,
+                         vector_tiles_pay)
 from .cuda import run as cuda_run
 from .dispatch import (checks_input, implementation, prefers_padded_input, select, supports,
                        wants_specialized)
@@ -218,7 +219,8 @@ def convolve(spec, x, kernel, bias, activation, hot):
         return kernel.derived((nest, dtype), pack) if isinstance(kernel, Snapshot) else pack(kernel)
 
     packed = packed_for(nest)
-    out = np.empty(spec.output_shape, dtype=dtype)
+    out = (layout.aligned_empty(spec.output_shape, dtype) if streams_output(nest, run_spec)
+           else np.empty(spec.output_shape, dtype=dtype))
     reorder = run_spec.data_format != spec.data_format
     channels = channel_pads(nest, run_spec)
     # Copied with a check for inf/NaN, or without.

@@ -10,6 +10,7 @@ padded, reordered input costs one pass, not two.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -146,6 +147,28 @@ def scratch(role, shape, dtype):
         if nbytes <= WORKSPACE_LIMIT_BYTES:
             buffers[role] = buffer
     return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+#: Where :func:`aligned_empty` starts arrays: a cache line, and any vector's size
+#: (the depthwise vector nest streams its stores to such outputs).
+ALIGNMENT = 64
+
+
+def aligned_empty(shape, dtype):
+    """An uninitialized array whose data starts on an :data:`ALIGNMENT` boundary.
+
+    NumPy aligns large arrays to 16 bytes only.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize  # np.prod: 8 us
+    buffer = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    start = -address(buffer) % ALIGNMENT
+    return buffer[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def address(array):
+    """The address of ``array``'s first element."""
+    return array.ctypes.data
 
 
 def prepare_input(x, data_format, kernel_format, pads, dtype):

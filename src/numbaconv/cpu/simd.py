@@ -27,12 +27,15 @@ wraparound checks, as with Numba's own indexing of unsigned indices).
 
 from __future__ import annotations
 
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["Vector", "tile_fma", "tile_load", "tile_relu", "tile_scatter", "tile_store"]
+__all__ = ["Vector", "stream_fence", "tile_fma", "tile_fma_lanes", "tile_load", "tile_relu",
+           "tile_scatter", "tile_store", "tile_stream"]
+
+_X86 = binding.get_process_triple().startswith(("x86_64", "i386", "i686"))
 
 
 class Vector(types.Type):
@@ -71,6 +74,23 @@ def _tile_shape(tile):
             and isinstance(tile.dtype.dtype, Vector)):
         return tile.count, tile.dtype.count, tile.dtype.dtype
     return None
+
+
+def _fma_shape(tile, x, x_index, x_step, w, w_index):
+    """The tile's ``(P, V, Vector)`` if the operands of a multiply-add step fit it, else None."""
+    shape = _tile_shape(tile)
+    if (shape is None or not (_contiguous_float_array(x) and _contiguous_float_array(w))
+            or x.dtype != shape[2].dtype or w.dtype != shape[2].dtype
+            or not all(isinstance(i, types.Integer) for i in (x_index, x_step, w_index))):
+        return None
+    return shape
+
+
+def _fmuladd(builder, vector_type, vector):
+    """LLVM's fused (where the CPU can) multiply-add on ``vector`` values."""
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vector_type, [vector_type] * 3),
+        f"llvm.fmuladd.v{vector.lanes}f{vector.dtype.bitwidth}")
 
 
 @intrinsic
@@ -115,10 +135,8 @@ def tile_fma(typingctx, tile, x, x_index, x_step, w, w_index):
     The weights are the tile's ``V × L`` filters, contiguous.  Multiply and
     add are fused where the CPU can (``llvm.fmuladd``).
     """
-    shape = _tile_shape(tile)
-    if (shape is None or not (_contiguous_float_array(x) and _contiguous_float_array(w))
-            or x.dtype != shape[2].dtype or w.dtype != shape[2].dtype
-            or not all(isinstance(i, types.Integer) for i in (x_index, x_step, w_index))):
+    shape = _fma_shape(tile, x, x_index, x_step, w, w_index)
+    if shape is None:
         return None
     P, V, vector = shape
     L = vector.lanes
@@ -127,9 +145,7 @@ def tile_fma(typingctx, tile, x, x_index, x_step, w, w_index):
         sums, x_array, x_at, step, w_array, w_at = args
         vector_type = context.get_value_type(vector)
         align = vector.dtype.bitwidth // 8
-        fmuladd = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vector_type, [vector_type] * 3),
-            f"llvm.fmuladd.v{L}f{vector.dtype.bitwidth}")
+        fmuladd = _fmuladd(builder, vector_type, vector)
         weights = [builder.load(_vector_pointer(context, builder, signature.args[4], w_array,
                                                 _plus(builder, w_at, v * L), vector_type),
                                 align=align)
@@ -157,14 +173,57 @@ def tile_fma(typingctx, tile, x, x_index, x_step, w, w_index):
 
 
 @intrinsic
-def tile_store(typingctx, out, index, step, tile):
-    """Write pixel ``p`` of ``tile`` to ``out[index + p·step :][: V·L]``."""
+def tile_fma_lanes(typingctx, tile, x, x_index, x_step, w, w_index):
+    """``tile`` plus, lane by lane, pixel ``p``'s inputs ``x[x_index + p·x_step:][:V·L]`` times
+    the weights ``w[w_index:][:V·L]``.
+
+    A depthwise layer's step: lanes are channels, each with its own weight.
+    The input vectors are loaded once each (as an operand of the
+    multiply-add), the weight vectors once for the ``P`` pixels.
+    """
+    shape = _fma_shape(tile, x, x_index, x_step, w, w_index)
+    if shape is None:
+        return None
+    P, V, vector = shape
+    L = vector.lanes
+
+    def codegen(context, builder, signature, args):
+        sums, x_array, x_at, step, w_array, w_at = args
+        vector_type = context.get_value_type(vector)
+        align = vector.dtype.bitwidth // 8
+        fmuladd = _fmuladd(builder, vector_type, vector)
+
+        def load(ty, array, index):
+            return builder.load(_vector_pointer(context, builder, ty, array, index,
+                                                vector_type), align=align)
+
+        weights = [load(signature.args[4], w_array, _plus(builder, w_at, v * L))
+                   for v in range(V)]
+        step = context.cast(builder, step, signature.args[3], signature.args[2])
+        for p in range(P):
+            row = builder.extract_value(sums, p)
+            for v in range(V):
+                value = load(signature.args[1], x_array, _plus(builder, x_at, v * L))
+                row = builder.insert_value(row, builder.call(
+                    fmuladd, [value, weights[v], builder.extract_value(row, v)]), v)
+            sums = builder.insert_value(sums, row, p)
+            if p + 1 < P:
+                x_at = builder.add(x_at, step)
+        return sums
+
+    return tile(tile, x, x_index, x_step, w, w_index), codegen
+
+
+def _tile_store_typer(out, index, step, tile, nontemporal):
+    """The typing and code of :func:`tile_store` (``nontemporal``: of :func:`tile_stream`)."""
     shape = _tile_shape(tile)
     if (shape is None or not _contiguous_float_array(out) or out.dtype != shape[2].dtype
             or not (isinstance(index, types.Integer) and isinstance(step, types.Integer))):
         return None
     P, V, vector = shape
     L = vector.lanes
+    # Non-temporal stores of a vector need it aligned to its size (else a fault).
+    align = (L if nontemporal else 1) * vector.dtype.bitwidth // 8
 
     def codegen(context, builder, signature, args):
         array, at, pixel_step, sums = args
@@ -175,13 +234,54 @@ def tile_store(typingctx, out, index, step, tile):
             for v in range(V):
                 pointer = _vector_pointer(context, builder, signature.args[0], array,
                                           _plus(builder, at, v * L), vector_type)
-                builder.store(builder.extract_value(row, v), pointer,
-                              align=vector.dtype.bitwidth // 8)
+                store = builder.store(builder.extract_value(row, v), pointer, align=align)
+                if nontemporal:
+                    store.set_metadata("nontemporal", builder.module.add_metadata(
+                        [ir.Constant(ir.IntType(32), 1)]))
             if p + 1 < P:
                 at = builder.add(at, pixel_step)
         return context.get_dummy_value()
 
     return types.none(out, index, step, tile), codegen
+
+
+@intrinsic
+def tile_store(typingctx, out, index, step, tile):
+    """Write pixel ``p`` of ``tile`` to ``out[index + p·step :][: V·L]``."""
+    return _tile_store_typer(out, index, step, tile, nontemporal=False)
+
+
+@intrinsic
+def tile_stream(typingctx, out, index, step, tile):
+    """:func:`tile_store`, non-temporal: to memory, without reading the lines first.
+
+    For outputs larger than the caches, which a plain store first reads
+    (measured: a copy of 26 MB ran at 17 GB/s with plain stores, 25 with
+    these).  Each vector's address must be a multiple of its size (the
+    caller checks the array's; a misaligned one faults), and the stores
+    must be followed by :func:`stream_fence` before the results are read
+    by another thread.
+    """
+    return _tile_store_typer(out, index, step, tile, nontemporal=True)
+
+
+@intrinsic
+def stream_fence(typingctx):
+    """Order the non-temporal stores before this point before any store after it.
+
+    ``sfence`` on x86 (where an ordinary fence compiles to nothing and does
+    not cover non-temporal stores), a full fence elsewhere.
+    """
+
+    def codegen(context, builder, signature, args):
+        if _X86:
+            builder.call(cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence"), [])
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 @intrinsic
