@@ -318,3 +318,43 @@ def test_depthwise_vector_nest_streams_aligned_outputs_only(register_file, speci
 def test_depthwise_channels_off_the_lanes_run_the_loop_nest(register_file, specialized):
     assert plan(_spec((1, 8, 8, 12), (3, 3, 1, 12)), False, hot=True)[1] == "depthwise"
     assert plan(_spec((1, 8, 8, 16), (3, 3, 1, 16)), False, hot=True)[1] == "depthwise_vector"
+
+
+def _scattered_input_gradient(grad_output, kernel, spec):
+    """The input gradient of a depthwise layer: each output gradient times each tap, scattered
+    back to the input pixel the tap read (float64)."""
+    (sh, sw), (dh, dw), (pads_h, pads_w) = spec.strides, spec.dilation, spec.pads
+    n, oh, ow, channels = grad_output.shape
+    padded = np.zeros((n, spec.height + sum(pads_h), spec.width + sum(pads_w), channels))
+    for ki in range(kernel.shape[0]):
+        for kj in range(kernel.shape[1]):
+            padded[:, ki * dh:ki * dh + (oh - 1) * sh + 1:sh,
+                   kj * dw:kj * dw + (ow - 1) * sw + 1:sw] += grad_output * kernel[ki, kj, 0]
+    return padded[:, pads_h[0]:pads_h[0] + spec.height, pads_w[0]:pads_w[0] + spec.width]
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+@pytest.mark.parametrize("width, channels, kernel_size, strides, dilation, padding, dtype", [
+    (11, 16, 3, 2, 1, "same", "float32"),  # 2 vectors a pixel
+    (13, 8, 3, (2, 1), (1, 2), "same", "float64"),  # 4 float64 lanes, 2 vectors
+    (12, 24, 5, 3, 1, "valid", "float32"),  # 3 vectors: 1 a pixel
+    (5, 32, 3, 2, 1, "same", "float32"),  # phases of 3 and 2 pixels: no full tile
+    (16, 8, 2, 2, 1, ((1, 0), (0, 1)), "float32"),  # 2x2: one tap a phase, explicit pads
+])
+def test_strided_depthwise_vector_input_gradient(register_file, width, channels, kernel_size,
+                                                 strides, dilation, padding, dtype, monkeypatch):
+    monkeypatch.setattr(direct, "STREAM_MIN_BYTES", 0)  # aligned outputs streamed
+    rng = np.random.default_rng(width + channels)
+    shape = (2, 9, width, channels)
+    kernel = rng.standard_normal((kernel_size, kernel_size, 1, channels)).astype(dtype)
+    spec = ConvSpec.from_arguments(shape, kernel.shape, strides, padding, "channels_last",
+                                   dilation, dtype)
+    assert backward.is_strided_depthwise(spec)
+    grad_output = rng.standard_normal(spec.output_shape).astype(dtype)
+    want = _scattered_input_gradient(grad_output.astype(float), kernel.astype(float), spec)
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    for got in (layout.aligned_empty(shape, dtype),  # streamed
+                layout.aligned_empty((np.prod(shape) + 1,), dtype)[1:].reshape(shape)):
+        got[:] = np.nan
+        backward.depthwise_input_gradient(spec, grad_output, kernel, got, specialized=True)
+        np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)

@@ -438,7 +438,7 @@ def backward(spec, x, kernel, grad_output, hot=True):
             cpu_backward.narrow_input_gradient(spec, gy, np.ascontiguousarray(kernel), grad_x,
                                                specialized)
         elif cpu_backward.is_strided_depthwise(spec):
-            grad_x = np.empty(xl.shape, dtype=dtype)
+            grad_x = layout.aligned_empty(xl.shape, dtype)  # may be streamed
             cpu_backward.depthwise_input_gradient(spec, gy, kernel, grad_x, specialized)
         else:
             grad_x = _input_gradient_by_convolution(spec, gy, kernel, hot)
