@@ -240,6 +240,7 @@ def client():
         yield client
 
 
+@pytest.mark.slow  # a local cluster's start-up: ~25 s
 def test_distributed_cluster(client):
     # Worker processes compile for themselves: the geometries alternate the layout (each
     # layout's kernels once) and every chunking meets both layouts.

@@ -137,7 +137,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("policy", ["never", "always"])
+@pytest.mark.parametrize("policy", ["never", pytest.param("always", marks=pytest.mark.slow)])
 def test_fuzz_conv2d_in_child_processes(policy):
     env = dict(os.environ, PYTHONPATH=SRC)
     # Specialized kernels compile per configuration (~1 s each): fewer examples.

@@ -161,6 +161,7 @@ def _finish(process):
     return process.returncode, out, err
 
 
+@pytest.mark.slow  # two child processes compiling: ~25 s
 def test_two_processes_fill_one_cache_at_once(tmp_path):
     processes = [_run_cached(tmp_path) for _ in range(2)]
     for process in processes:
@@ -168,6 +169,7 @@ def test_two_processes_fill_one_cache_at_once(tmp_path):
         assert code == 0 and out.strip() == "ok", err[-2000:]
 
 
+@pytest.mark.slow  # child processes compiling: ~35 s
 def test_damaged_cache_entries_are_recompiled(tmp_path):
     # One cache, its entries damaged three ways at once (truncated, overwritten with garbage,
     # emptied; a run per kind of damage cost two more processes); the run recompiles what it

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from reference import reference_conv2d, reference_pads
+from sampling import sample
 
 import numbaconv
 from numbaconv import dispatch
@@ -58,8 +59,15 @@ _DEPTHWISE_TIERS = ([(width, *geometry, *channels, "never") for width in range(1
                        for geometry, channels in _SPECIALIZED_DEPTHWISE])
 
 
+# The default run samples the specialized cases: the channel counts that take the vector
+# nest (without AVX-512), a depth multiplier, and the largest stride, on two widths.
+_DEFAULT_DEPTHWISE = {(1, 1, 32, 1), (2, 1, 3, 2), (3, 1, 5, 1)}
+
+
 @pytest.mark.parametrize("width, strides, dilation, channels, multiplier, tier",
-                         _DEPTHWISE_TIERS, indirect=["tier"])
+                         sample(_DEPTHWISE_TIERS, lambda case: case[-1] == "never" or (
+                             case[0] in (4, 13) and case[1:5] in _DEFAULT_DEPTHWISE)),
+                         indirect=["tier"])
 def test_depthwise_tiles_and_borders(width, strides, dilation, channels, multiplier, tier):
     # Widths 1-13 put 0, 1 or more 4-pixel tiles (the last one overlapping) between
     # border pixels; the first and last rows clip the window.
@@ -97,7 +105,9 @@ _FILTER_TIERS = ([(width, filters, "never") for width in (3, 4, 5, 7, 9, 12)
                  + [(width, filters, "always") for width in (3, 7, 12) for filters in (3, 70)])
 
 
-@pytest.mark.parametrize("width, filters, tier", _FILTER_TIERS, indirect=["tier"])
+@pytest.mark.parametrize("width, filters, tier",
+                         sample(_FILTER_TIERS, lambda case: case[2] == "never" or case[0] == 7),
+                         indirect=["tier"])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_dense_tiles_filter_blocks_and_layouts(width, filters, data_format, tier):
     # 64-filter blocks (70: one full, one padded with zero filters), tiles and
@@ -158,7 +168,9 @@ _GROUPING_TIERS = ([(*grouping, *geometry, "never") for grouping in _GROUPINGS
 
 
 @pytest.mark.parametrize("group_width, channels, width, strides, dilation, tier",
-                         _GROUPING_TIERS, indirect=["tier"])
+                         sample(_GROUPING_TIERS, lambda case: case[5] == "never"
+                                or case[2:5] in ((4, 1, 1), (9, 2, 1))),
+                         indirect=["tier"])
 def test_shifted_grouped_nest(group_width, channels, width, strides, dilation, tier, loop_nests):
     # Filter blocks of 64 (full, partial, several), shifts of 2 * width - 1 input
     # channels, 4-pixel tiles (the last overlapping), strides, dilation, both paddings.
@@ -265,7 +277,9 @@ _ROW_PAIR_CASES = ([(height, strides, dilation, "never") for height in range(1, 
                    + [(height, strides, 1, "always") for height in (5, 6, 7) for strides in (1, 2)])
 
 
-@pytest.mark.parametrize("height, strides, dilation, tier", _ROW_PAIR_CASES, indirect=["tier"])
+@pytest.mark.parametrize("height, strides, dilation, tier",
+                         sample(_ROW_PAIR_CASES, lambda case: case[3] == "never" or case[1] == 1),
+                         indirect=["tier"])
 def test_depthwise_row_pairs(height, strides, dilation, tier):
     # Rows whose windows stay inside the input run in pairs from the first such row; heights
     # 1-9 give none, an unpaired last row, or only pairs, with clipped rows above and below.
