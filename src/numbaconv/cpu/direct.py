@@ -726,9 +726,10 @@ def _depthwise_vector_task(x, w, b, out, task, H, W, OH, OW, KH, KW, SH, SW, DH,
     With ``stream`` the tiles are stored non-temporally
     (:func:`~.simd.tile_stream`: ``out`` 64-byte aligned): a depthwise layer
     moves ~8 bytes per 18 flops, and a plain store first reads the line it
-    overwrites.  Measured with AVX2 (2 threads, N=8, GFLOP/s): 112²×32 the
-    loop-vectorized nest 28, this one 25 with plain stores, 31 streamed (37
-    without the edge pass); 14²×576 27 / 34 (63).
+    overwrites.  Measured with AVX2 (2 threads, kernel alone, GFLOP/s, the
+    loop-vectorized nest → this one): 112²×32 N=1 48 → 56, N=8 34 → 43
+    (streamed); 14²×576 N=1 32 → 48, N=8 28 → 35.  Compiling it takes 8-9 s
+    (the loop nest: ~4).
     """
     ROWS, COLS = DEPTHWISE_TILE
     n, oh, rows, _, _, _ = _depthwise_rows(task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL)
