@@ -35,6 +35,7 @@ def test_steady_time_runs_one_untimed_call_then_the_burst():
     assert bench._burst_length(0.001) == int(bench.BURST_SECONDS / 0.001)
 
 
+@pytest.mark.slow  # the whole suite at small sizes: ~12 s
 def test_run_reports_every_case_and_the_geometric_mean(monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "sgemm_gflops", lambda: 100.0)  # skip the child process
     cases = (bench.Case("tiny dense", 9, 4, 8, 3), bench.Case("tiny dw", 9, 6, 6, 3, groups=6))

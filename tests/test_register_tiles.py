@@ -218,6 +218,25 @@ def test_vector_kernel_gradient(register_file, channels, filters, groups, dtype)
     assert backward.kernel_gradient_plan(spec, 2)[0][0] == backward.DENSE_KERNEL_GRADIENT
 
 
+@pytest.mark.parametrize("channels, dtype, vectors", sample([
+    (32, "float32", 4),  # 4 vectors of 8 channels a step
+    (8, "float64", 2),  # 4 float64 lanes: 2 vectors
+    (24, "float32", 1),  # 3 vectors, 1 a step
+    (40, "float32", None),  # 5 vectors: the loop nest
+], lambda case: case[0] == 32))
+def test_depthwise_vector_kernel_gradient(register_file, channels, dtype, vectors):
+    # Width 10: an odd count of pixels for the side taps (a last pixel alone).
+    spec, x, grad_output, want, tolerance = kernel_gradient_case(channels, channels, channels,
+                                                                 dtype, 7, seed=channels)
+    arguments, _ = backward.kernel_gradient_plan(spec, 2, specialized=True)
+    vector = register_file == "avx2" and vectors is not None
+    assert (arguments[0] == backward.VECTOR_DEPTHWISE_KERNEL_GRADIENT) == vector
+    if vector:
+        assert arguments[12] == vectors
+    got = backward.kernel_gradient(spec, x, grad_output, specialized=True, threads=2)
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
+
+
 @pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
 @pytest.mark.parametrize("width, channels, strides, dilation, dtype", [
     (4, 32, 1, 1, "float32"),  # 2 groups per 8-filter block, weights zero across groups

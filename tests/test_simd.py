@@ -8,8 +8,8 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from numbaconv.cpu import layout
-from numbaconv.cpu.simd import (stream_fence, tile_fma, tile_fma_lanes, tile_load, tile_scatter,
-                                tile_store, tile_stream)
+from numbaconv.cpu.simd import (stream_fence, tile_accumulate, tile_fma, tile_fma_lanes,
+                                tile_fma_pairs, tile_load, tile_scatter, tile_store, tile_stream)
 
 
 def _tile_product(P, V, L):
@@ -127,3 +127,30 @@ def test_streamed_stores_write_what_plain_ones_do(dtype):
     store_both(b, plain, streamed)
     np.testing.assert_array_equal(streamed, plain)
     assert plain[2 * V * L:][:V * L].tolist() == b[:V * L].tolist()
+
+
+@pytest.mark.parametrize("P, V, L, dtype", [(2, 4, 8, np.float32), (3, 1, 4, np.float64)])
+def test_pair_products_summed_into_an_array(P, V, L, dtype):
+    # Row p adds x[k + p * x_step:][:V*L] * y[2 k + p * y_step:][:V*L]; the rows are then
+    # added, in order, to out[1:].
+    steps, x_step, y_step = 3, V * L + 1, V * L + 2
+
+    @njit
+    def pairs(x, y, out):
+        tile = tile_load(np.zeros(V * L, dtype=x.dtype), 0, 0, P, V, L)
+        for k in range(steps):
+            tile = tile_fma_pairs(tile, x, k, x_step, y, 2 * k, y_step)
+        tile_accumulate(out, 1, tile)
+
+    rng = np.random.default_rng(P * V)
+    x = rng.standard_normal(steps + P * x_step + V * L).astype(dtype)
+    y = rng.standard_normal(2 * steps + P * y_step + V * L).astype(dtype)
+    out = rng.standard_normal(1 + V * L).astype(dtype)
+    want = out.astype(float).copy()
+    for p in range(P):
+        for k in range(steps):
+            want[1:] += (x[k + p * x_step:][:V * L].astype(float)
+                         * y[2 * k + p * y_step:][:V * L])
+    pairs(x, y, out)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(out, want, rtol=tolerance, atol=tolerance)

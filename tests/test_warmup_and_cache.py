@@ -79,6 +79,7 @@ def test_cache_directory_is_used(tmp_path):
                for name in files)
 
 
+@pytest.mark.slow  # a child process compiling: ~15 s
 def test_unwritable_cache_directory_warns_once_and_works(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -32,8 +32,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["Vector", "stream_fence", "tile_fma", "tile_fma_lanes", "tile_load", "tile_relu",
-           "tile_scatter", "tile_store", "tile_stream"]
+__all__ = ["Vector", "stream_fence", "tile_accumulate", "tile_fma", "tile_fma_lanes",
+           "tile_fma_pairs", "tile_load", "tile_relu", "tile_scatter", "tile_store", "tile_stream"]
 
 _X86 = binding.get_process_triple().startswith(("x86_64", "i386", "i686"))
 
@@ -172,6 +172,51 @@ def tile_fma(typingctx, tile, x, x_index, x_step, w, w_index):
     return tile(tile, x, x_index, x_step, w, w_index), codegen
 
 
+def _fma_lanes_typer(tile, x, x_index, x_step, w, w_index, w_step):
+    """The typing and code of :func:`tile_fma_lanes` (``w_step`` None: one weight row for all
+    pixels) and :func:`tile_fma_pairs`."""
+    shape = _fma_shape(tile, x, x_index, x_step, w, w_index)
+    if shape is None or not (w_step is None or isinstance(w_step, types.Integer)):
+        return None
+    P, V, vector = shape
+    L = vector.lanes
+
+    def codegen(context, builder, signature, args):
+        sums, x_array, x_at, step, w_array, w_at = args[:6]
+        vector_type = context.get_value_type(vector)
+        align = vector.dtype.bitwidth // 8
+        fmuladd = _fmuladd(builder, vector_type, vector)
+
+        def load(ty, array, index):
+            return builder.load(_vector_pointer(context, builder, ty, array, index,
+                                                vector_type), align=align)
+
+        def weights():
+            return [load(signature.args[4], w_array, _plus(builder, w_at, v * L))
+                    for v in range(V)]
+
+        shared = weights()
+        step = context.cast(builder, step, signature.args[3], signature.args[2])
+        if w_step is not None:
+            w_step_value = context.cast(builder, args[6], signature.args[6], signature.args[5])
+        for p in range(P):
+            row = builder.extract_value(sums, p)
+            row_weights = shared if w_step is None or p == 0 else weights()
+            for v in range(V):
+                value = load(signature.args[1], x_array, _plus(builder, x_at, v * L))
+                row = builder.insert_value(row, builder.call(
+                    fmuladd, [value, row_weights[v], builder.extract_value(row, v)]), v)
+            sums = builder.insert_value(sums, row, p)
+            if p + 1 < P:
+                x_at = builder.add(x_at, step)
+                if w_step is not None:
+                    w_at = builder.add(w_at, w_step_value)
+        return sums
+
+    arguments = (tile, x, x_index, x_step, w, w_index) + (() if w_step is None else (w_step,))
+    return tile(*arguments), codegen
+
+
 @intrinsic
 def tile_fma_lanes(typingctx, tile, x, x_index, x_step, w, w_index):
     """``tile`` plus, lane by lane, pixel ``p``'s inputs ``x[x_index + p·x_step:][:V·L]`` times
@@ -181,37 +226,43 @@ def tile_fma_lanes(typingctx, tile, x, x_index, x_step, w, w_index):
     The input vectors are loaded once each (as an operand of the
     multiply-add), the weight vectors once for the ``P`` pixels.
     """
-    shape = _fma_shape(tile, x, x_index, x_step, w, w_index)
-    if shape is None:
+    return _fma_lanes_typer(tile, x, x_index, x_step, w, w_index, None)
+
+
+@intrinsic
+def tile_fma_pairs(typingctx, tile, x, x_index, x_step, y, y_index, y_step):
+    """``tile`` plus, lane by lane, ``x[x_index + p·x_step:][:V·L] · y[y_index + p·y_step:][:V·L]``
+    in row ``p``: both operands differ by row (a depthwise kernel gradient's products, a
+    row a pixel, summed later by :func:`tile_accumulate`)."""
+    return _fma_lanes_typer(tile, x, x_index, x_step, y, y_index, y_step)
+
+
+@intrinsic
+def tile_accumulate(typingctx, out, index, tile):
+    """``out[index:][:V·L] +=`` the sum of the tile's rows (in row order, then added to ``out``)."""
+    shape = _tile_shape(tile)
+    if (shape is None or not _contiguous_float_array(out) or out.dtype != shape[2].dtype
+            or not isinstance(index, types.Integer)):
         return None
     P, V, vector = shape
     L = vector.lanes
 
     def codegen(context, builder, signature, args):
-        sums, x_array, x_at, step, w_array, w_at = args
+        array, at, sums = args
         vector_type = context.get_value_type(vector)
         align = vector.dtype.bitwidth // 8
-        fmuladd = _fmuladd(builder, vector_type, vector)
+        for v in range(V):
+            total = builder.extract_value(builder.extract_value(sums, 0), v)
+            for p in range(1, P):
+                total = builder.fadd(total, builder.extract_value(builder.extract_value(sums, p),
+                                                                  v))
+            pointer = _vector_pointer(context, builder, signature.args[0], array,
+                                      _plus(builder, at, v * L), vector_type)
+            builder.store(builder.fadd(builder.load(pointer, align=align), total), pointer,
+                          align=align)
+        return context.get_dummy_value()
 
-        def load(ty, array, index):
-            return builder.load(_vector_pointer(context, builder, ty, array, index,
-                                                vector_type), align=align)
-
-        weights = [load(signature.args[4], w_array, _plus(builder, w_at, v * L))
-                   for v in range(V)]
-        step = context.cast(builder, step, signature.args[3], signature.args[2])
-        for p in range(P):
-            row = builder.extract_value(sums, p)
-            for v in range(V):
-                value = load(signature.args[1], x_array, _plus(builder, x_at, v * L))
-                row = builder.insert_value(row, builder.call(
-                    fmuladd, [value, weights[v], builder.extract_value(row, v)]), v)
-            sums = builder.insert_value(sums, row, p)
-            if p + 1 < P:
-                x_at = builder.add(x_at, step)
-        return sums
-
-    return tile(tile, x, x_index, x_step, w, w_index), codegen
+    return types.none(out, index, tile), codegen
 
 
 def _tile_store_typer(out, index, step, tile, nontemporal):
