@@ -27,6 +27,8 @@ CPUs without AVX-512), always given a padded input.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -1159,7 +1161,7 @@ def streams_output(nest, spec):
     """Whether ``nest`` stores ``spec``'s output non-temporally, given an aligned one
     (:func:`~.layout.aligned_empty`)."""
     return (nest == "depthwise_vector"
-            and np.prod(spec.output_shape) * np.dtype(spec.dtype).itemsize >= STREAM_MIN_BYTES)
+            and math.prod(spec.output_shape) * np.dtype(spec.dtype).itemsize >= STREAM_MIN_BYTES)
 
 
 def depthwise_vectors(spec):
