@@ -14,6 +14,7 @@ from test_backward import kernel_gradient_case
 
 import numbaconv
 from numbaconv.cpu import backward, direct, layout, target
+from numbaconv.dispatch import checks_input
 from numbaconv.functional import plan
 from numbaconv.spec import ConvSpec
 
@@ -85,7 +86,7 @@ def test_dense_tiles_of_either_register_file(register_file, width, channels, ker
 
 def test_specialized_dense_and_shifted_tiles(register_file, specialized):
     # The tiles compiled in: dense with 4 pixels (AVX-512) or the vector nest (AVX2), and
-    # the shifted grouped nest (AVX-512; AVX2: the grouped vector nest) on groups of 4
+    # the shifted grouped nest (AVX-512; AVX2: the in-lane grouped nest) on groups of 4
     # channels.
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 5, 9, 8))
@@ -95,7 +96,7 @@ def test_specialized_dense_and_shifted_tiles(register_file, specialized):
     spec = ConvSpec.from_arguments(x.shape, kernel.shape, 1, "same", "channels_last", 1,
                                    "float32")
     assert plan(spec, False, hot=True)[1] == ("grouped_shifted" if register_file == "avx512"
-                                              else "grouped_vector")
+                                              else "grouped_lanes")
     out = numbaconv.conv2d(x, kernel, padding="same")
     pads = reference_pads("same", (5, 9), (3, 3), (1, 1), (1, 1))
     want = reference_conv2d(x.astype(float), kernel.astype(float), (1, 1), pads)
@@ -218,6 +219,22 @@ def test_vector_kernel_gradient(register_file, channels, filters, groups, dtype)
     assert backward.kernel_gradient_plan(spec, 2)[0][0] == backward.DENSE_KERNEL_GRADIENT
 
 
+@pytest.mark.parametrize("channels, groups, dtype, lanes", [
+    (32, 8, "float32", True),  # groups of 4: 4 channels × 16 filters a tile
+    (16, 8, "float32", True),  # groups of 2
+    (16, 8, "float64", True),  # groups of 2 in vectors of 4 float64, 8 filters a tile
+    (24, 6, "float32", False),  # 24 filters: no whole 16-filter blocks, shifted nest
+])
+def test_grouped_lanes_kernel_gradient(register_file, channels, groups, dtype, lanes):
+    spec, x, grad_output, want, tolerance = kernel_gradient_case(channels, channels, groups,
+                                                                 dtype, 7, seed=channels)
+    arguments, _ = backward.kernel_gradient_plan(spec, 2, specialized=True)
+    in_lane = register_file == "avx2" and lanes
+    assert (arguments[0] == backward.LANES_KERNEL_GRADIENT) == in_lane
+    got = backward.kernel_gradient(spec, x, grad_output, specialized=True, threads=2)
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
+
+
 @pytest.mark.parametrize("channels, dtype, vectors", sample([
     (32, "float32", 4),  # 4 vectors of 8 channels a step
     (8, "float64", 2),  # 4 float64 lanes: 2 vectors
@@ -238,14 +255,15 @@ def test_depthwise_vector_kernel_gradient(register_file, channels, dtype, vector
 
 
 @pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
-@pytest.mark.parametrize("width, channels, strides, dilation, dtype", [
-    (4, 32, 1, 1, "float32"),  # 2 groups per 8-filter block, weights zero across groups
-    (2, 16, 2, 1, "float32"),
-    (16, 32, 1, 2, "float32"),  # 2 blocks per group
-    (4, 24, (1, 2), 1, "float64"),  # blocks of 4 float64: one group each
+@pytest.mark.parametrize("width, channels, strides, dilation, dtype, nest", [
+    (4, 32, 1, 1, "float32", "grouped_lanes"),  # 2 groups per vector of 8 filters
+    (2, 16, 2, 1, "float32", "grouped_lanes"),  # 4 groups per vector
+    (2, 12, (1, 2), 1, "float64", "grouped_lanes"),  # 2 groups per vector of 4
+    (16, 32, 1, 2, "float32", "grouped_vector"),  # 2 vectors per group
+    (4, 24, (1, 2), 1, "float64", "grouped_vector"),  # vectors of 4 float64: one group each
 ])
-def test_grouped_vector_nest_against_the_reference(register_file, specialized, width, channels,
-                                                   strides, dilation, dtype):
+def test_grouped_vector_nests_against_the_reference(register_file, specialized, width, channels,
+                                                    strides, dilation, dtype, nest):
     rng = np.random.default_rng(width + channels)
     x = rng.standard_normal((2, 5, 11, channels)).astype(dtype)
     kernel = rng.standard_normal((3, 3, width, channels)).astype(dtype)
@@ -253,7 +271,7 @@ def test_grouped_vector_nest_against_the_reference(register_file, specialized, w
     strides = (strides, strides) if isinstance(strides, int) else strides
     spec = ConvSpec.from_arguments(x.shape, kernel.shape, strides, "same", "channels_last",
                                    dilation, dtype)
-    assert plan(spec, True, hot=True)[1] == "grouped_vector"
+    assert plan(spec, True, hot=True)[1] == nest
     got = numbaconv.conv2d(x, kernel, bias=bias, strides=strides, padding="same",
                            dilation_rate=dilation, activation="relu")
     pads = reference_pads("same", x.shape[1:3], (3, 3), strides, (dilation,) * 2)
@@ -263,24 +281,26 @@ def test_grouped_vector_nest_against_the_reference(register_file, specialized, w
 
 
 @pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
-def test_grouped_vector_nest_keeps_non_finite_values_in_their_group(register_file,
-                                                                     specialized):
-    # Blocks of 8 filters read the channels of two groups, with zero weights across
-    # them: an input with inf/NaN runs the plain grouped nest instead (0 * inf is NaN).
-    x = np.ones((1, 5, 8, 16), dtype=np.float32)
-    x[0, 2, 3, 4] = np.inf  # group 1 of 4-channel groups
+@pytest.mark.parametrize("width, channels, nest", [(4, 16, "grouped_lanes"),
+                                                   (8, 16, "grouped_vector")])
+def test_grouped_vector_nests_keep_non_finite_values_in_their_group(register_file, specialized,
+                                                                     width, channels, nest):
+    # Each lane multiplies its own group's inputs only (no zero weights across groups,
+    # where 0 * inf would be NaN), so these nests run inputs holding inf and NaN as they are.
+    x = np.ones((1, 5, 8, channels), dtype=np.float32)
+    x[0, 2, 3, 4] = np.inf  # group 1 of 4-channel groups, 0 of 8-channel ones
     x[0, 1, 5, 15] = np.nan
-    kernel = np.random.default_rng(5).standard_normal((3, 3, 4, 16)).astype(np.float32)
+    kernel = np.random.default_rng(5).standard_normal((3, 3, width, channels)).astype(np.float32)
     spec = ConvSpec.from_arguments(x.shape, kernel.shape, 1, "same", "channels_last", 1,
                                    "float32")
-    assert plan(spec, False, hot=True)[1] == "grouped_vector"
+    assert plan(spec, False, hot=True)[1] == nest and not checks_input(nest)
     out = numbaconv.conv2d(x, kernel, padding="same")
     pads = reference_pads("same", (5, 8), (3, 3), (1, 1), (1, 1))
     with np.errstate(invalid="ignore"):
         want = reference_conv2d(x, kernel, (1, 1), pads)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
     np.testing.assert_array_equal(np.isinf(out), np.isinf(want))
-    assert np.isfinite(out[..., [0, 1, 2, 3, 8, 9, 10, 11]]).all()
+    assert np.isfinite(out[..., [0, 1, 2, 3] if width == 4 else []]).all()
     finite = np.isfinite(want)
     np.testing.assert_allclose(out[finite], want[finite], rtol=1e-5, atol=1e-4)
 

@@ -8,8 +8,9 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from numbaconv.cpu import layout
-from numbaconv.cpu.simd import (stream_fence, tile_accumulate, tile_fma, tile_fma_lanes,
-                                tile_fma_pairs, tile_load, tile_scatter, tile_store, tile_stream)
+from numbaconv.cpu.simd import (stream_fence, tile_accumulate, tile_fma, tile_fma_groups,
+                                tile_fma_lanes, tile_fma_pairs, tile_fma_spread, tile_load,
+                                tile_scatter, tile_store, tile_stream)
 
 
 def _tile_product(P, V, L):
@@ -106,6 +107,75 @@ def test_lane_products_are_elementwise(P, V, L, dtype):
                                            for k in range(steps)) for p in range(P)])
     tolerance = 1e-5 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+def _group_products(P, V, L, G):
+    """A jitted ``(b, x, w) -> out``: bias rows plus 3 steps of in-lane group products."""
+
+    @njit
+    def products(b, x, w, x_step):
+        tile = tile_load(b, 0, 0, P, V, L)
+        for k in range(3):
+            tile = tile_fma_groups(tile, x, k * 5, x_step, w, k * G * V * L, G)
+        out = np.empty(P * V * L, dtype=b.dtype)
+        tile_store(out, 0, V * L, tile)
+        return out
+
+    return products
+
+
+@pytest.mark.parametrize("P, V, L, G, dtype", [
+    (1, 1, 8, 4, np.float32), (3, 1, 8, 2, np.float32), (2, 2, 4, 2, np.float64),
+    (2, 1, 8, 8, np.float32), (1, 2, 8, 1, np.float32), (2, 1, 16, 4, np.float32)])
+def test_group_products_read_each_lanes_own_group(P, V, L, G, dtype):
+    # Lane f (filter f % G of group f // G) adds, for each channel j of its group, the
+    # input at lane f // G * G + j of its own vector times the weight w[k, j, f].
+    x_step = V * L + 3
+    rng = np.random.default_rng(P * 100 + L * 10 + G)
+    b = rng.standard_normal(V * L).astype(dtype)
+    x = rng.standard_normal(10 + P * x_step + V * L).astype(dtype)
+    w = rng.standard_normal((3, G, V * L)).astype(dtype)
+    got = _group_products(P, V, L, G)(b, x, w.ravel(), x_step).reshape(P, V * L)
+    lanes = np.arange(V * L)
+    want = np.array([b.astype(float) + sum(
+        x[k * 5 + p * x_step + lanes // G * G + j].astype(float) * w[k, j]
+        for k in range(3) for j in range(G)) for p in range(P)])
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("P, V, L, dtype", [(4, 1, 8, np.float32), (2, 2, 8, np.float32),
+                                            (2, 2, 4, np.float64), (8, 1, 8, np.float32)])
+def test_spread_products_by_channel_of_the_group(P, V, L, dtype):
+    # A grouped kernel gradient's step: row j adds, for lane f, the input in place j of
+    # f's group of P lanes times the output gradient at f.
+    steps = 3
+
+    @njit
+    def spread(x, y):
+        tile = tile_load(np.zeros(V * L, dtype=x.dtype), 0, 0, P, V, L)
+        for k in range(steps):
+            tile = tile_fma_spread(tile, x, k * 7, y, k * V * L)
+        out = np.empty(P * V * L, dtype=x.dtype)
+        tile_store(out, 0, V * L, tile)
+        return out
+
+    rng = np.random.default_rng(P * 10 + L)
+    x = rng.standard_normal(steps * 7 + V * L).astype(dtype)
+    y = rng.standard_normal((steps, V * L)).astype(dtype)
+    got = spread(x, y.ravel()).reshape(P, V * L)
+    lanes = np.arange(V * L)
+    want = np.array([sum(x[k * 7 + lanes // P * P + j].astype(float) * y[k]
+                         for k in range(steps)) for j in range(P)])
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("width", [3, 16])
+def test_group_width_must_divide_the_lanes(width):
+    with pytest.raises(TypingError):
+        _group_products(1, 1, 8, width)(np.zeros(8, np.float32), np.zeros(64, np.float32),
+                                        np.zeros(3 * width * 8, np.float32), 8)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -138,10 +138,13 @@ IMPLEMENTATIONS = (
                    lambda spec: spec.groups == 1 and direct.vector_tiles_pay(),
                    specialized_only=True),
     Implementation("cpu.dense", "dense", lambda spec: spec.groups == 1),
-    # Zero weights meet the other groups' channels: 0 * inf would be NaN.
+    Implementation("cpu.grouped.lanes", "grouped_lanes",
+                   lambda spec: direct.lane_groups(spec) and _channels_last(spec),
+                   specialized_only=True),
     Implementation("cpu.grouped.vector", "grouped_vector",
                    lambda spec: direct.vector_groups(spec) and _channels_last(spec),
-                   finite_inputs_only=True, specialized_only=True),
+                   specialized_only=True),
+    # Zero weights meet the other groups' channels: 0 * inf would be NaN.
     Implementation("cpu.grouped.shifted", "grouped_shifted",
                    lambda spec: _narrow_groups(spec) and _channels_last(spec),
                    finite_inputs_only=True),

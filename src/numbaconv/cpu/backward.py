@@ -39,7 +39,7 @@ from ..jit import kernel_jit
 from . import direct, layout, target
 from .direct import _CONTRACT, _valid_range
 from .simd import (stream_fence, tile_accumulate, tile_fma, tile_fma_lanes, tile_fma_pairs,
-                   tile_load, tile_store, tile_stream)
+                   tile_fma_spread, tile_load, tile_store, tile_stream)
 
 __all__ = ["bias_gradient", "depthwise_input_gradient", "input_gradient", "is_narrow",
            "is_strided_depthwise", "kernel_gradient", "kernel_gradient_plan",
@@ -179,13 +179,16 @@ def _kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, 
 
 
 def _vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                                 COUT, CB, OCB, ROWS, SPLITS, CG, V, L):
+                                 COUT, CB, OCB, ROWS, SPLITS, CG, V, L, IN_LANE):
     """:func:`_kernel_gradient_task` in a tile of explicit vectors (:mod:`.simd`); specialized.
 
     ``CB`` channels × ``OCB = V·L`` filters (CPUs without AVX-512: 4 channels
     × 16 float32 for 3x3 56²×64, against 1 × 64 in the loop nest); each step
     broadcasts the ``CB`` input values of one pixel and loads the pixel's
-    output gradient vectors once.  The loops over chunks, taps and rows are
+    output gradient vectors once.  ``IN_LANE``: groups of ``CB`` = ``CIN``
+    channels in and out, narrower than a vector, run as one group (``G`` 1)
+    whose filter block reads the input vectors at its own lanes, spread
+    group by group (:func:`~.simd.tile_fma_spread`).  The loops over chunks, taps and rows are
     those of :func:`_kernel_gradient_tiles`, written out again: the tile's
     sizes are types, so its code cannot sit in a branch of the generic
     driver's task (Numba types every branch), and the loop nest's own
@@ -211,10 +214,14 @@ def _vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, 
                         ih = oh * SH - PT + ki * DH
                         if ih < 0 or ih >= H:
                             continue
-                        x_at = ((n * H + ih) * W + lo * SW - PL + kj * DW) * XC + x0 + c0
+                        x_at = (((n * H + ih) * W + lo * SW - PL + kj * DW) * XC
+                                + (f0 if IN_LANE else x0 + c0))
                         gy_at = ((n * OH + oh) * OW + lo) * GC + f0
                         for _ in range(lo, hi):
-                            tile = tile_fma(tile, x, x_at, 1, gy, gy_at)
+                            if IN_LANE:
+                                tile = tile_fma_spread(tile, x, x_at, gy, gy_at)
+                            else:
+                                tile = tile_fma(tile, x, x_at, 1, gy, gy_at)
                             x_at += SW * XC
                             gy_at += GC
                     tile_store(grad, at, GC, tile)
@@ -575,7 +582,8 @@ def _depthwise_vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
 #: specialized closures by their integer constants only.
 (DENSE_KERNEL_GRADIENT, DEPTHWISE_KERNEL_GRADIENT, NARROW_INPUT_GRADIENT,
  SHIFTED_KERNEL_GRADIENT, DEPTHWISE_INPUT_GRADIENT, VECTOR_KERNEL_GRADIENT,
- VECTOR_DEPTHWISE_INPUT_GRADIENT, VECTOR_DEPTHWISE_KERNEL_GRADIENT) = range(8)
+ VECTOR_DEPTHWISE_INPUT_GRADIENT, VECTOR_DEPTHWISE_KERNEL_GRADIENT,
+ LANES_KERNEL_GRADIENT) = range(9)
 (_dense_task, _depthwise_task, _narrow_task, _shifted_task, _depthwise_input_task,
  _vector_task, _vector_depthwise_input_task, _vector_depthwise_task) = (
     njit(inline="always")(task) for task in (
@@ -655,7 +663,11 @@ def _specialized_driver(arguments):
         elif TASK == 5:  # the vector tasks: specialized only (their tile sizes are types)
             for item in prange(items):
                 _vector_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
-                             OCB, ROWS, SPLITS, CG, V, L)
+                             OCB, ROWS, SPLITS, CG, V, L, False)
+        elif TASK == 8:
+            for item in prange(items):
+                _vector_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
+                             OCB, ROWS, SPLITS, CG, V, L, True)
         elif TASK == 6:
             for item in prange(items):
                 _vector_depthwise_input_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G,
@@ -778,6 +790,12 @@ def kernel_gradient_plan(spec, threads, specialized=False):
         task, ocb = VECTOR_DEPTHWISE_KERNEL_GRADIENT, lanes
         cb = next(vectors for vectors in (4, 2, 1) if groups % (vectors * lanes) == 0)
         units, c_blocks = 1, 1  # items split the pixels only
+    elif (specialized and direct.lane_groups(spec)
+          and spec.filters % direct.filter_block("dense_vector", spec.dtype) == 0):
+        # one group: blocks of filters × their groups' channels (see _vector_kernel_gradient_task)
+        task, ocb = LANES_KERNEL_GRADIENT, direct.filter_block("dense_vector", spec.dtype)
+        groups, cb, cout = 1, cin, spec.filters
+        units, c_blocks = cout // ocb, 1
     elif depthwise:  # cb: pixels per vector step (see _depthwise_kernel_gradient_task)
         few = groups < ocb
         cb = ocb // groups if few and ocb % groups == 0 and spec.strides[1] == 1 else 1
@@ -797,8 +815,9 @@ def kernel_gradient_plan(spec, threads, specialized=False):
         units, c_blocks = groups * (cout // ocb), cin // cb
     out_h, out_w = spec.output_hw
     out_rows = spec.batch * out_h
-    pixels = VECTOR_CHUNK_PIXELS if task == VECTOR_KERNEL_GRADIENT else CHUNK_PIXELS
-    if task != VECTOR_KERNEL_GRADIENT and not depthwise and spec.kernel_size[0] > 1:
+    vector = task in (VECTOR_KERNEL_GRADIENT, LANES_KERNEL_GRADIENT)
+    pixels = VECTOR_CHUNK_PIXELS if vector else CHUNK_PIXELS
+    if not vector and not depthwise and spec.kernel_size[0] > 1:
         pixel_bytes = (spec.in_channels + spec.filters) * np.dtype(spec.dtype).itemsize
         pixels = min(4 * CHUNK_PIXELS, max(CHUNK_PIXELS, CHUNK_BYTES // pixel_bytes))
     rows = max(1, min(out_rows, -(-pixels // out_w)))

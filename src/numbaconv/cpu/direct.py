@@ -34,8 +34,8 @@ from numba import njit, prange
 
 from ..jit import kernel_jit
 from . import layout, target
-from .simd import (stream_fence, tile_fma, tile_fma_lanes, tile_load, tile_relu, tile_scatter,
-                   tile_store, tile_stream)
+from .simd import (stream_fence, tile_fma, tile_fma_groups, tile_fma_lanes, tile_load, tile_relu,
+                   tile_scatter, tile_store, tile_stream)
 
 __all__ = ["NESTS", "generic_kernel", "specialized_kernel", "pack_weights", "pack_bias",
            "channel_pads", "task_count"]
@@ -135,8 +135,6 @@ def pack_weights(nest, kernel):
     if block is None:
         return kernel
     blocks = -(-filters // block)
-    if nest == "grouped_vector":
-        return _pack_group_blocks(kernel, block)
     if nest != "grouped_shifted":
         if filters % block == 0:  # no zero filters to add: one copy
             return np.ascontiguousarray(
@@ -155,27 +153,6 @@ def pack_weights(nest, kernel):
                                                             np.flatnonzero(inside)]
     return np.ascontiguousarray(
         packed.reshape(kh, kw, shifts, blocks, block).transpose(3, 0, 1, 2, 4))
-
-
-def _pack_group_blocks(kernel, block):
-    """``(blocks, kh, kw, channels, block)``: the weights of :func:`_dense_vector_task` on groups.
-
-    Groups of ``width`` channels in and out.  Wider groups than the block
-    (``width % block == 0``): each block reads its group's ``width``
-    channels.  Narrower ones (``block % width == 0``): each block reads the
-    ``block`` channels of its ``block // width`` groups, the weights zero
-    across groups (block-diagonal).
-    """
-    kh, kw, width, filters = kernel.shape
-    channels = max(width, block)
-    packed = np.zeros((filters // block, kh, kw, channels, block), dtype=kernel.dtype)
-    for blk in range(filters // block):
-        for first in range(0, block, width):  # the groups in the block (one if wider)
-            lane = slice(first, first + min(width, block))
-            row = slice(first, first + width) if width < block else slice(None)
-            packed[blk, :, :, row, lane] = kernel[..., blk * block + lane.start:
-                                                  blk * block + lane.stop]
-    return packed
 
 
 def pack_bias(nest, bias):
@@ -339,10 +316,13 @@ VECTOR_BLOCK_VECTORS = 2
 VECTOR_TILE = 6
 
 #: ``(pixels, vectors)`` of the tiles of the explicit-vector nests.  Grouped
-#: layers take one vector of filters: blocks of 8 float32 filters waste less
-#: arithmetic on groups narrower than a block (ResNeXt's 4: 2x, against 4x
-#: with 16 filters), and 12 pixels share each weight vector.
-VECTOR_SHAPES = {"dense_vector": (VECTOR_TILE, VECTOR_BLOCK_VECTORS), "grouped_vector": (12, 1)}
+#: layers take one vector of filters: 12 pixels share each weight vector of
+#: groups at least a vector wide; narrower groups hold their weight vectors
+#: for each channel of the group (ResNeXt's 4) besides 8 pixels' sums
+#: (measured with AVX2 on 56²×128 in groups of 4 at N=8, GFLOP/s: 4 pixels
+#: 38.5, 8 40.5, 12 37.8).
+VECTOR_SHAPES = {"dense_vector": (VECTOR_TILE, VECTOR_BLOCK_VECTORS), "grouped_vector": (12, 1),
+                 "grouped_lanes": (8, 1)}
 
 
 def vector_lanes(dtype):
@@ -352,16 +332,22 @@ def vector_lanes(dtype):
 
 @njit(inline="always")
 def _vector_window(tile, x, w, x_at, w_at, KH, KW, DH, DW, CIN, F, pixel_step, channel_step,
-                   row_step, column_step, SPLIT):
+                   row_step, column_step, SPLIT, IN_LANE):
     """``tile`` plus its pixels' full windows, the first one's starting at ``x[x_at]``.
 
     Unless ``SPLIT`` (channels_first, or a block reading some of the
     channels), a kernel row's taps × channels are contiguous when undilated.
+    ``IN_LANE``: groups of ``CIN`` channels in and out, each lane reading its
+    group's channels in its own vector (:func:`~.simd.tile_fma_groups`).
     """
     for ki in range(KH):
         x_row = x_at + ki * DH * row_step
         w_row = w_at + ki * KW * CIN * F
-        if not SPLIT and DW == 1:  # one loop
+        if IN_LANE:
+            for kj in range(KW):
+                tile = tile_fma_groups(tile, x, x_row + kj * DW * column_step, pixel_step, w,
+                                       w_row + kj * CIN * F, CIN)
+        elif not SPLIT and DW == 1:  # one loop
             for k in range(KW * CIN):
                 tile = tile_fma(tile, x, x_row + k, pixel_step, w, w_row + k * F)
         else:
@@ -429,7 +415,7 @@ def block_major(nest, spec):
     itemsize = np.dtype(spec.dtype).itemsize
     block = filter_block(nest, spec.dtype)
     weight_bytes = (spec.kernel_size[0] * spec.kernel_size[1] * spec.filters
-                    * _block_channels(nest, spec, block))
+                    * spec.in_channels // spec.groups)
     input_bytes = spec.batch * spec.height * spec.width * spec.in_channels
     rows = spec.batch * spec.output_hw[0]
     blocks = -(-spec.filters // block)
@@ -437,27 +423,21 @@ def block_major(nest, spec):
             and rows * weight_bytes > blocks * input_bytes)
 
 
-def _block_channels(nest, spec, block):
-    """Input channels each filter block of a vector nest reads."""
-    if nest == "dense_vector":
-        return spec.in_channels
-    return max(spec.in_channels // spec.groups, block)
-
-
 def _dense_vector_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, XC, GW, COUT, V, L,
-                       WIDE, NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, CF, RELU):
+                       WIDE, NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, IN_LANE, CF, RELU):
     """One output row × one block of ``V·L`` filters, in tiles of explicit vectors (:mod:`.simd`).
 
     Specialized only: the tile sizes (:func:`row_tiles`, ``V``, ``L``) are
     part of the tile's type.  ``x`` is zero-padded (there is no border code)
     and ``w`` packed by :func:`pack_weights`.  Each block reads ``CIN`` of
     the ``XC`` channels of the input: all of them (a dense layer, either
-    layout; group width ``GW`` 0), or for groups of ``GW`` channels in and
-    out (channels_last), its group's (``GW`` ≥ the block) or its own
-    filters' channels (block-diagonal weights: see
-    :func:`_pack_group_blocks`).  Tasks run block by block (``BLOCK_MAJOR``,
-    each thread's blocks then stay in its cache) or row by row
-    (:func:`block_major`).
+    layout; group width ``GW`` 0), or for groups of ``GW`` = ``CIN``
+    channels in and out (channels_last), its group's (``GW`` a multiple of
+    the block), or, ``IN_LANE`` (groups narrower than a vector), the
+    vectors of its own filters' channels, each lane reading its group's
+    (see :func:`_vector_window`).  Tasks run block by block
+    (``BLOCK_MAJOR``, each thread's blocks then stay in its cache) or row by
+    row (:func:`block_major`).
     """
     F = V * L
     H, W, OH, OW = _image_sizes(x, out, CF)
@@ -474,10 +454,10 @@ def _dense_vector_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, XC, GW, 
     oc0 = blk * F
     if GW == 0:
         c0 = 0
-    elif GW >= F:
-        c0 = oc0 // GW * GW
-    else:
+    elif IN_LANE:
         c0 = oc0
+    else:
+        c0 = oc0 // GW * GW
     if CF:
         pixel_step, channel_step, row_step, column_step = SW, H * W, W, 1
         x_at = n * XC * H * W + oh * SH * W
@@ -489,13 +469,13 @@ def _dense_vector_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, XC, GW, 
         ow = t * WIDE
         tile = _vector_window(tile_load(b, oc0, 0, WIDE, V, L), x, w, x_at + ow * pixel_step, w_at,
                               KH, KW, DH, DW, CIN, F, pixel_step, channel_step, row_step,
-                              column_step, CF or CIN != XC)
+                              column_step, CF or CIN != XC, IN_LANE)
         _vector_tile_out(tile, out, n, oh, ow, oc0, F, COUT, CF, RELU)
     for t in range(NARROW_TILES):
         ow = WIDE_TILES * WIDE + t * NARROW
         narrow = _vector_window(tile_load(b, oc0, 0, NARROW, V, L), x, w, x_at + ow * pixel_step,
                                 w_at, KH, KW, DH, DW, CIN, F, pixel_step, channel_step,
-                                row_step, column_step, CF or CIN != XC)
+                                row_step, column_step, CF or CIN != XC, IN_LANE)
         _vector_tile_out(narrow, out, n, oh, ow, oc0, F, COUT, CF, RELU)
 
 
@@ -876,9 +856,9 @@ def _flat_views(x, w, out):
 #: nests, specialized only, have their own driver: :func:`_vector_kernel`).
 NESTS = ("grouped", "depthwise", "dense", "dense_edge", "depthwise_planar",
          "grouped_shifted", "depthwise_edge", "dense_vector", "grouped_vector",
-         "depthwise_vector")
+         "depthwise_vector", "grouped_lanes")
 #: The nests that run specialized only (their tile sizes are types).
-SPECIALIZED_ONLY = ("dense_vector", "grouped_vector", "depthwise_vector")
+SPECIALIZED_ONLY = ("dense_vector", "grouped_vector", "depthwise_vector", "grouped_lanes")
 # Inlined into the drivers.  Module globals, not closure variables: Numba's
 # disk cache can only key closures over plain values.
 (_grouped, _depthwise, _dense, _dense_edge, _depthwise_planar, _grouped_shifted,
@@ -986,13 +966,27 @@ def specialization_key(nest, spec):
 
 
 def vector_groups(spec):
-    """Whether the grouped vector nest runs ``spec``: groups of 2 or more channels in and as
-    many filters out, a whole number of groups per filter block or of blocks per group,
-    whole blocks."""
+    """Whether the grouped vector nest runs ``spec``: groups of as many channels in as
+    filters out, a whole number of filter blocks each (narrower ones: :func:`lane_groups`)."""
     width = spec.in_channels // spec.groups
     block = filter_block("grouped_vector", spec.dtype)
-    return (spec.groups > 1 and width >= 2 and spec.filters == spec.in_channels
-            and (block % width == 0 or width % block == 0) and spec.filters % block == 0
+    return (spec.groups > 1 and spec.filters == spec.in_channels and width % block == 0
+            and vector_tiles_pay())
+
+
+def lane_groups(spec):
+    """Whether the in-lane grouped nest runs ``spec``: groups of 2 or more channels in and as
+    many filters out, narrower than a vector and dividing it, whole vectors of filters.
+
+    Measured with AVX2 (2 threads, GFLOP/s) against the block-diagonal
+    weights it replaced (one vector of filters reading its groups' channels,
+    zero weights across groups): groups of 4 on 56²×128 27.9 → 46.7 at N=1,
+    24.8 → 40.5 at N=8; groups of 2 on 56²×64 14.2 → 44.5.
+    """
+    width = spec.in_channels // spec.groups
+    lanes = vector_lanes(spec.dtype)
+    return (spec.groups > 1 and 2 <= width < lanes and lanes % width == 0
+            and spec.filters == spec.in_channels and spec.filters % lanes == 0
             and vector_tiles_pay())
 
 
@@ -1133,17 +1127,18 @@ def _vector_kernel(nest, spec, RELU):
     """:func:`specialized_kernel` of an explicit-vector nest (dense or grouped)."""
     KH, KW, SH, SW, DH, DW, _, _, _, _, _, _, CF = kernel_arguments(nest, spec)
     V, L = VECTOR_SHAPES[nest][1], vector_lanes(spec.dtype)
-    CIN = _block_channels(nest, spec, V * L)
+    CIN = spec.in_channels // spec.groups
     XC, COUT = spec.in_channels, spec.filters
     GW = 0 if nest == "dense_vector" else spec.in_channels // spec.groups
     WIDE, NARROW, WIDE_TILES, NARROW_TILES = row_tiles(nest, spec)
     BLOCK_MAJOR = block_major(nest, spec)
+    IN_LANE = nest == "grouped_lanes"
 
     @kernel_jit(parallel=True, fastmath=_CONTRACT)
     def drive(x, w, b, out, tasks):
         for task in prange(tasks):
             _dense_vector(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, XC, GW, COUT, V, L,
-                          WIDE, NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, CF, RELU)
+                          WIDE, NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, IN_LANE, CF, RELU)
 
     def run(x, w, b, out, spec, relu):
         drive(x, w, pack_bias(nest, b), out, task_count(nest, spec))

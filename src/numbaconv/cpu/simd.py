@@ -18,7 +18,11 @@ LLVM IR directly:
   ``P`` input values broadcast once), :func:`tile_relu` rectifies it,
   :func:`tile_store` writes its pixels' filters where they are contiguous
   (channels_last), :func:`tile_scatter` value by value elsewhere
-  (channels_first, a partial filter block).
+  (channels_first, a partial filter block);
+* grouped layers whose groups are narrower than a vector keep each group in
+  its own lanes: :func:`tile_fma_groups` (forward) and
+  :func:`tile_fma_spread` (kernel gradient) broadcast a group's input
+  channel across the group's lanes by an in-register shuffle.
 
 Arrays are addressed flat through their data pointer: they must be
 C-contiguous, and the caller keeps every index inside them (no bounds or
@@ -32,8 +36,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["Vector", "stream_fence", "tile_accumulate", "tile_fma", "tile_fma_lanes",
-           "tile_fma_pairs", "tile_load", "tile_relu", "tile_scatter", "tile_store", "tile_stream"]
+__all__ = ["Vector", "stream_fence", "tile_accumulate", "tile_fma", "tile_fma_groups",
+           "tile_fma_lanes", "tile_fma_pairs", "tile_fma_spread", "tile_load", "tile_relu",
+           "tile_scatter", "tile_store", "tile_stream"]
 
 _X86 = binding.get_process_triple().startswith(("x86_64", "i386", "i686"))
 
@@ -84,6 +89,18 @@ def _fma_shape(tile, x, x_index, x_step, w, w_index):
             or not all(isinstance(i, types.Integer) for i in (x_index, x_step, w_index))):
         return None
     return shape
+
+
+def _loader(context, builder, vector):
+    """``load(array_type, array, index)``: the ``vector`` at flat element ``index`` of an array."""
+    vector_type = context.get_value_type(vector)
+    align = vector.dtype.bitwidth // 8
+
+    def load(array_type, array, index):
+        return builder.load(_vector_pointer(context, builder, array_type, array, index,
+                                            vector_type), align=align)
+
+    return load
 
 
 def _fmuladd(builder, vector_type, vector):
@@ -183,13 +200,8 @@ def _fma_lanes_typer(tile, x, x_index, x_step, w, w_index, w_step):
 
     def codegen(context, builder, signature, args):
         sums, x_array, x_at, step, w_array, w_at = args[:6]
-        vector_type = context.get_value_type(vector)
-        align = vector.dtype.bitwidth // 8
-        fmuladd = _fmuladd(builder, vector_type, vector)
-
-        def load(ty, array, index):
-            return builder.load(_vector_pointer(context, builder, ty, array, index,
-                                                vector_type), align=align)
+        fmuladd = _fmuladd(builder, context.get_value_type(vector), vector)
+        load = _loader(context, builder, vector)
 
         def weights():
             return [load(signature.args[4], w_array, _plus(builder, w_at, v * L))
@@ -235,6 +247,98 @@ def tile_fma_pairs(typingctx, tile, x, x_index, x_step, y, y_index, y_step):
     in row ``p``: both operands differ by row (a depthwise kernel gradient's products, a
     row a pixel, summed later by :func:`tile_accumulate`)."""
     return _fma_lanes_typer(tile, x, x_index, x_step, y, y_index, y_step)
+
+
+def _spread(builder, vector, width, j):
+    """``vector`` with the value in place ``j`` of each group of ``width`` lanes in all of the
+    group's lanes (one shuffle)."""
+    lanes = vector.type.count
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                       [lane // width * width + j for lane in range(lanes)])
+    return builder.shuffle_vector(vector, ir.Constant(vector.type, ir.Undefined), mask)
+
+
+@intrinsic
+def tile_fma_groups(typingctx, tile, x, x_index, x_step, w, w_index, width):
+    """``tile`` plus a grouped layer's products, each lane reading its own group's inputs.
+
+    Lanes are filters in groups of ``width`` (a compile-time constant dividing
+    the lanes), and each group reads as many input channels, the ones at its
+    own lanes: pixel ``p``'s input vectors ``x[x_index + p·x_step:][:V·L]``.
+    For ``j < width`` the input in place ``j`` of each group is broadcast
+    across the group's lanes (one in-register shuffle, ``vpermilps`` on x86)
+    and multiplied by the weight vectors ``w[w_index + j·V·L:][:V·L]``.  Only
+    products within a group are formed: no zero weights, so inf and NaN stay
+    in their group.
+    """
+    shape = _fma_shape(tile, x, x_index, x_step, w, w_index)
+    if shape is None or not isinstance(width, types.IntegerLiteral):
+        return None
+    P, V, vector = shape
+    L, G = vector.lanes, width.literal_value
+    if not 1 <= G <= L or L % G:
+        return None
+
+    def codegen(context, builder, signature, args):
+        sums, x_array, x_at, step, w_array, w_at = args[:6]
+        vector_type = context.get_value_type(vector)
+        load = _loader(context, builder, vector)
+
+        fmuladd = _fmuladd(builder, vector_type, vector)
+        weights = [[load(signature.args[4], w_array, _plus(builder, w_at, (j * V + v) * L))
+                    for v in range(V)] for j in range(G)]
+        step = context.cast(builder, step, signature.args[3], signature.args[2])
+        for p in range(P):
+            row = builder.extract_value(sums, p)
+            for v in range(V):
+                inputs = load(signature.args[1], x_array, _plus(builder, x_at, v * L))
+                total = builder.extract_value(row, v)
+                for j in range(G):
+                    total = builder.call(fmuladd, [_spread(builder, inputs, G, j),
+                                                   weights[j][v], total])
+                row = builder.insert_value(row, total, v)
+            sums = builder.insert_value(sums, row, p)
+            if p + 1 < P:
+                x_at = builder.add(x_at, step)
+        return sums
+
+    return tile(tile, x, x_index, x_step, w, w_index, width), codegen
+
+
+@intrinsic
+def tile_fma_spread(typingctx, tile, x, x_index, y, y_index):
+    """``tile`` plus, in row ``j``, the inputs ``x[x_index:][:V·L]`` spread group by group
+    times ``y[y_index:][:V·L]``: a grouped layer's kernel-gradient step.
+
+    The tile's ``P`` rows are the channels of groups of ``P`` lanes (``P``
+    divides the lanes): row ``j`` adds, lane by lane, the input in place
+    ``j`` of the lane's group (see :func:`tile_fma_groups`) times the
+    lane's output gradient.  Each operand vector is loaded once.
+    """
+    shape = _fma_shape(tile, x, x_index, x_index, y, y_index)  # (no step: checked twice)
+    if shape is None or shape[2].lanes % shape[0]:
+        return None
+    P, V, vector = shape
+    L = vector.lanes
+
+    def codegen(context, builder, signature, args):
+        sums, x_array, x_at, y_array, y_at = args
+        vector_type = context.get_value_type(vector)
+        load = _loader(context, builder, vector)
+
+        fmuladd = _fmuladd(builder, vector_type, vector)
+        inputs = [load(signature.args[1], x_array, _plus(builder, x_at, v * L)) for v in range(V)]
+        grads = [load(signature.args[3], y_array, _plus(builder, y_at, v * L)) for v in range(V)]
+        for j in range(P):
+            row = builder.extract_value(sums, j)
+            for v in range(V):
+                row = builder.insert_value(row, builder.call(fmuladd, [
+                    _spread(builder, inputs[v], P, j), grads[v], builder.extract_value(row, v)]),
+                    v)
+            sums = builder.insert_value(sums, row, j)
+        return sums
+
+    return tile(tile, x, x_index, y, y_index), codegen
 
 
 @intrinsic
