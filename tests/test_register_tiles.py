@@ -241,8 +241,10 @@ def test_grouped_lanes_kernel_gradient(register_file, channels, groups, dtype, l
     (24, "float32", 1),  # 3 vectors, 1 a step
     (40, "float32", None),  # 5 vectors: the loop nest
 ], lambda case: case[0] == 32))
-def test_depthwise_vector_kernel_gradient(register_file, channels, dtype, vectors):
-    # Width 10: an odd count of pixels for the side taps (a last pixel alone).
+def test_depthwise_vector_kernel_gradient(register_file, channels, dtype, vectors, monkeypatch):
+    # Width 10: an odd count of pixels for the side taps (a last pixel alone).  Windows
+    # of more than WINDOW_TAPS taps (5x5) take this nest: here, every window.
+    monkeypatch.setattr(backward, "WINDOW_TAPS", 0)
     spec, x, grad_output, want, tolerance = kernel_gradient_case(channels, channels, channels,
                                                                  dtype, 7, seed=channels)
     arguments, _ = backward.kernel_gradient_plan(spec, 2, specialized=True)
@@ -252,6 +254,49 @@ def test_depthwise_vector_kernel_gradient(register_file, channels, dtype, vector
         assert arguments[12] == vectors
     got = backward.kernel_gradient(spec, x, grad_output, specialized=True, threads=2)
     np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+@pytest.mark.parametrize("shape, kernel_size, strides, dilation, padding, dtype", sample([
+    ((2, 6, 10, 16), (3, 3), 1, 1, "same", "float32"),  # 2 vectors of channels
+    ((1, 7, 9, 8), (3, 3), 2, 1, "same", "float64"),  # 2 vectors of 4 float64
+    ((2, 5, 11, 8), (3, 3), 1, 2, "same", "float32"),  # 2 border columns each side
+    ((1, 6, 7, 16), (2, 2), 2, 1, "same", "float32"),  # padding after only
+    ((1, 6, 9, 24), (3, 3), (2, 1), 1, "valid", "float32"),  # no border
+    ((1, 4, 2, 8), (3, 3), 1, 1, "same", "float32"),  # every pixel a border one
+    ((2, 5, 8, 8), (2, 5), 1, 1, "same", "float32"),  # 10 taps and the bias: 11 sums
+], lambda case: case[1] == (3, 3) and case[4] == "same" and case[2] == 1))
+def test_depthwise_window_kernel_and_bias_gradients(register_file, shape, kernel_size, strides,
+                                                    dilation, padding, dtype):
+    from test_backward import _kernel_gradient_per_tap
+
+    channels = shape[-1]
+    rng = np.random.default_rng(channels + shape[2])
+    x = rng.standard_normal(shape).astype(dtype)
+    kernel_shape = (*kernel_size, 1, channels)
+    spec = ConvSpec.from_arguments(shape, kernel_shape, strides, padding, "channels_last",
+                                   dilation, dtype)
+    grad_output = rng.standard_normal(spec.output_shape).astype(dtype)
+    arguments, _ = backward.kernel_gradient_plan(spec, 2, specialized=True)
+    assert arguments[0] == backward.WINDOW_DEPTHWISE_KERNEL_GRADIENT
+    got, bias = backward.kernel_and_bias_gradients(spec, x, grad_output, specialized=True,
+                                                   threads=2)
+    if spec.strides[0] == spec.strides[1]:
+        want = _kernel_gradient_per_tap(x.astype(float), grad_output.astype(float),
+                                        kernel_shape, spec.strides[0], spec.pads, dilation,
+                                        channels)
+    else:  # the helper takes one stride (undilated here): each tap by NumPy
+        padded = np.pad(x.astype(float), ((0, 0), *spec.pads, (0, 0)))
+        (sh, sw), (oh, ow) = spec.strides, spec.output_hw
+        want = np.stack([np.einsum("nhwc,nhwc->c", padded[
+            :, ki:ki + (oh - 1) * sh + 1:sh, kj:kj + (ow - 1) * sw + 1:sw], grad_output)
+            for ki in range(kernel_size[0]) for kj in range(kernel_size[1])])
+        want = want.reshape(kernel_shape)
+    tolerance = 1e-4 if dtype == "float32" else 1e-11
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
+    np.testing.assert_allclose(bias, grad_output.astype(float).sum(axis=(0, 1, 2)),
+                               rtol=tolerance, atol=tolerance * 10)
+    assert got.dtype == bias.dtype == np.dtype(dtype)
 
 
 @pytest.mark.parametrize("register_file", ["avx2"], indirect=True)

@@ -9,8 +9,8 @@ from numba.core.errors import TypingError
 
 from numbaconv.cpu import layout
 from numbaconv.cpu.simd import (stream_fence, tile_accumulate, tile_fma, tile_fma_groups,
-                                tile_fma_lanes, tile_fma_pairs, tile_fma_spread, tile_load,
-                                tile_scatter, tile_store, tile_stream)
+                                tile_fma_lanes, tile_fma_pairs, tile_fma_spread, tile_fma_window,
+                                tile_load, tile_scatter, tile_store, tile_stream)
 
 
 def _tile_product(P, V, L):
@@ -169,6 +169,55 @@ def test_spread_products_by_channel_of_the_group(P, V, L, dtype):
                          for k in range(steps)) for j in range(P)])
     tolerance = 1e-5 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("KH, KW, V, L, dtype", [(3, 3, 1, 8, np.float32), (2, 3, 2, 4, np.float64),
+                                                (1, 4, 1, 16, np.float32)])
+@pytest.mark.parametrize("rows_inside, columns_inside", [(-1, -1), (0b110, 0b011), (0b01, -1)])
+def test_window_products_and_sum(KH, KW, V, L, dtype, rows_inside, columns_inside):
+    # A depthwise kernel gradient's step: row ki*KW + kj adds the input at the tap times
+    # y, for the taps the masks keep; the last row sums y.
+    row_step, column_step, steps = 5 * V * L, V * L + 1, 3
+    T = KH * KW + 1  # a constant of the closure: the tile's rows
+
+    @njit
+    def window(x, y, rows_inside, columns_inside):
+        tile = tile_load(np.zeros(V * L, dtype=x.dtype), 0, 0, T, V, L)
+        for k in range(steps):
+            tile = tile_fma_window(tile, x, 2 * k, row_step, column_step, y, k * V * L, KW,
+                                   True, rows_inside, columns_inside)
+        out = np.empty(T * V * L, dtype=x.dtype)
+        tile_store(out, 0, V * L, tile)
+        return out
+
+    rng = np.random.default_rng(KH * 10 + KW)
+    x = rng.standard_normal(2 * steps + KH * row_step + KW * column_step + V * L).astype(dtype)
+    y = rng.standard_normal((steps, V * L)).astype(dtype)
+    got = window(x, y.ravel(), rows_inside, columns_inside).reshape(KH * KW + 1, V * L)
+    want = np.zeros((KH * KW + 1, V * L))
+    for k in range(steps):
+        for ki in range(KH):
+            for kj in range(KW):
+                if rows_inside >> ki & 1 and columns_inside >> kj & 1:
+                    at = 2 * k + ki * row_step + kj * column_step
+                    want[ki * KW + kj] += x[at:at + V * L].astype(float) * y[k]
+        want[-1] += y[k]
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+def test_masked_taps_read_nothing():
+    # At a border the window's start lies outside the array: masked taps never load.
+    @njit
+    def corner(x, y):
+        tile = tile_load(np.zeros(8, dtype=x.dtype), 0, 0, 10, 1, 8)
+        tile = tile_fma_window(tile, x, -1 << 40, 1 << 20, 8, y, 0, 3, True, 0, 0)
+        out = np.empty(80, dtype=x.dtype)
+        tile_store(out, 0, 8, tile)
+        return out
+
+    out = corner(np.ones(8, np.float32), np.full(8, 2, np.float32)).reshape(10, 8)
+    assert not out[:9].any() and (out[9] == 2).all()
 
 
 @pytest.mark.parametrize("width", [3, 16])

@@ -446,11 +446,12 @@ def backward(spec, x, kernel, grad_output, hot=True):
             grad_x = np.empty(xl.shape, dtype=dtype)
             transposed = np.ascontiguousarray(kernel.transpose(0, 1, 3, 2))
             cpu_backward.input_gradient(gy, transposed, grad_x, *geometry)
-        grad_kernel = cpu_backward.kernel_gradient(spec, xl, gy, specialized)
+        grad_kernel, grad_bias = cpu_backward.kernel_and_bias_gradients(spec, xl, gy,
+                                                                        specialized)
     else:
         grad_x = np.zeros(xl.shape, dtype=dtype)
         grad_kernel = np.zeros((kh, kw, cin, spec.filters), dtype=dtype)
-    grad_bias = cpu_backward.bias_gradient(gy)
+        grad_bias = cpu_backward.bias_gradient(gy)
     if channels_first:
         grad_x = layout.to_channels_first(np.ascontiguousarray(grad_x))
     return grad_x, grad_kernel, grad_bias

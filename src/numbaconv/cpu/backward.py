@@ -17,7 +17,9 @@ g(f)·CIN + c] · w[ki, kj, c, f]`` (channels_last, group ``g(f) = f // COUT``):
   over the output pixels (:func:`_kernel_gradient_task`), tiled in registers
   with the filters innermost, specialized per configuration like the
   forward's dense nest (without AVX-512, tiles of explicit vectors:
-  :func:`_vector_kernel_gradient_task`).  Work items own disjoint parts of the result; where
+  :func:`_vector_kernel_gradient_task`; depthwise layers with windows of up
+  to :data:`WINDOW_TAPS` taps hold a pixel's every tap, and the bias
+  gradient, in registers: :func:`_depthwise_window_kernel_gradient_task`).  Work items own disjoint parts of the result; where
   filters and channels give too few items, the pixels are split over private
   copies that are added up afterwards — race-free without atomics.
 
@@ -39,10 +41,11 @@ from ..jit import kernel_jit
 from . import direct, layout, target
 from .direct import _CONTRACT, _valid_range
 from .simd import (stream_fence, tile_accumulate, tile_fma, tile_fma_lanes, tile_fma_pairs,
-                   tile_fma_spread, tile_load, tile_store, tile_stream)
+                   tile_fma_spread, tile_fma_window, tile_load, tile_store, tile_stream)
 
 __all__ = ["bias_gradient", "depthwise_input_gradient", "input_gradient", "is_narrow",
-           "is_strided_depthwise", "kernel_gradient", "kernel_gradient_plan",
+           "is_strided_depthwise", "kernel_and_bias_gradients", "kernel_gradient",
+           "kernel_gradient_plan",
            "narrow_input_gradient", "strided_and_dilated"]
 
 
@@ -577,20 +580,80 @@ def _depthwise_vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
                     tile_accumulate(grad, at, last)
 
 
+def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL,
+                                           G, L, SPLITS, T):
+    """A depthwise layer's kernel and bias gradients, every tap of a pixel at once; specialized.
+
+    ``grad[item, t, 0, c]`` sums, for tap ``t = ki·KW + kj``, ``x · gy`` as
+    :func:`_depthwise_kernel_gradient_task`, and in row ``KH·KW`` the bias
+    gradient ``Σ gy``, over the item's share of the output rows: one run of
+    rows, so that each input row is read about once.  Each output gradient
+    vector of ``L`` channels is loaded once for all the taps
+    (:func:`~.simd.tile_fma_window`: ``T = KH·KW + 1`` sums in registers, a
+    compile-time constant), where the tap-by-tap tasks load it once per tap
+    and read the output gradient again for the bias.  At the borders the
+    taps outside the image are masked off.  ``x`` and ``gy`` are flat rows
+    as in the loop nest.
+    """
+    H, OH = x.shape[1], gy.shape[1]
+    W, OW = x.shape[2] // G, gy.shape[2] // G
+    rows = gy.shape[0] * OH
+    lo = _valid_range(OW, W, SW, -PL)[0]  # the columns whose whole window is inside
+    hi = max(lo, _valid_range(OW, W, SW, (KW - 1) * DW - PL)[1])
+    base = item * T * G
+    for row in range(item * rows // SPLITS, (item + 1) * rows // SPLITS):
+        n = row // OH
+        oh = row - n * OH
+        ih0 = oh * SH - PT
+        rows_inside = 0
+        for ki in range(KH):
+            if 0 <= ih0 + ki * DH < H:
+                rows_inside |= 1 << ki
+        x_row = ((n * H + ih0) * W - PL) * G  # (outside x at a border: masked there)
+        g_row = (n * OH + oh) * OW * G
+        for c in range(0, G, L):
+            tile = tile_load(grad, base + c, G, T, 1, L)
+            x_at = x_row + lo * SW * G + c
+            g_at = g_row + lo * G + c
+            if rows_inside == (1 << KH) - 1:  # the interior: whole windows
+                for _ in range(lo, hi):
+                    tile = tile_fma_window(tile, x, x_at, DH * W * G, DW * G, gy, g_at, KW,
+                                           True, -1, -1)
+                    x_at += SW * G
+                    g_at += G
+            else:
+                for _ in range(lo, hi):
+                    tile = tile_fma_window(tile, x, x_at, DH * W * G, DW * G, gy, g_at, KW,
+                                           True, rows_inside, -1)
+                    x_at += SW * G
+                    g_at += G
+            for ow in range(OW - (hi - lo)):  # the border columns, left then right
+                if ow >= lo:
+                    ow += hi - lo
+                columns_inside = 0
+                for kj in range(KW):
+                    if 0 <= ow * SW - PL + kj * DW < W:
+                        columns_inside |= 1 << kj
+                tile = tile_fma_window(tile, x, x_row + ow * SW * G + c, DH * W * G, DW * G, gy,
+                                       g_row + ow * G + c, KW, True, rows_inside,
+                                       columns_inside)
+            tile_store(grad, base + c, G, tile)
+
+
 #: The tasks by number, the drivers' compile-time selector.  Inlined into
 #: the drivers; module globals so that Numba's disk cache keys the
 #: specialized closures by their integer constants only.
 (DENSE_KERNEL_GRADIENT, DEPTHWISE_KERNEL_GRADIENT, NARROW_INPUT_GRADIENT,
  SHIFTED_KERNEL_GRADIENT, DEPTHWISE_INPUT_GRADIENT, VECTOR_KERNEL_GRADIENT,
  VECTOR_DEPTHWISE_INPUT_GRADIENT, VECTOR_DEPTHWISE_KERNEL_GRADIENT,
- LANES_KERNEL_GRADIENT) = range(9)
+ LANES_KERNEL_GRADIENT, WINDOW_DEPTHWISE_KERNEL_GRADIENT) = range(10)
 (_dense_task, _depthwise_task, _narrow_task, _shifted_task, _depthwise_input_task,
- _vector_task, _vector_depthwise_input_task, _vector_depthwise_task) = (
+ _vector_task, _vector_depthwise_input_task, _vector_depthwise_task, _window_depthwise_task) = (
     njit(inline="always")(task) for task in (
         _kernel_gradient_task, _depthwise_kernel_gradient_task, _narrow_input_gradient_task,
         _shifted_kernel_gradient_task, _depthwise_input_gradient_task,
         _vector_kernel_gradient_task, _depthwise_vector_input_gradient_task,
-        _depthwise_vector_kernel_gradient_task))
+        _depthwise_vector_kernel_gradient_task, _depthwise_window_kernel_gradient_task))
 
 
 def _generic_driver(TASK):
@@ -637,6 +700,7 @@ def _specialized_driver(arguments):
     TASK, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB, OCB, ROWS, SPLITS, CG = arguments
     V = direct.VECTOR_BLOCK_VECTORS  # the vector task's tile: V vectors of L lanes
     L = OCB // V
+    T = KH * KW + 1  # the depthwise window task's tile: its taps and the bias
 
     @kernel_jit(parallel=True, fastmath=_CONTRACT)
     def drive(a, b, out, items):
@@ -672,6 +736,10 @@ def _specialized_driver(arguments):
             for item in prange(items):
                 _vector_depthwise_input_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G,
                                              CB, OCB, ROWS)
+        elif TASK == 9:
+            for item in prange(items):
+                _window_depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, OCB,
+                                       SPLITS, T)
         else:
             for item in prange(items):
                 _vector_depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CB,
@@ -785,6 +853,10 @@ def kernel_gradient_plan(spec, threads, specialized=False):
     task = DEPTHWISE_KERNEL_GRADIENT if depthwise else DENSE_KERNEL_GRADIENT
     lanes = direct.vector_lanes(spec.dtype)
     if (depthwise and specialized and direct.vector_tiles_pay() and groups % lanes == 0
+            and spec.kernel_size[0] * spec.kernel_size[1] < WINDOW_TAPS):
+        task, cb, ocb = WINDOW_DEPTHWISE_KERNEL_GRADIENT, 1, lanes  # ocb: the lanes of a step
+        units, c_blocks = 1, 1  # items split the pixels only
+    elif (depthwise and specialized and direct.vector_tiles_pay() and groups % lanes == 0
             and groups <= VECTOR_DEPTHWISE_LANES * lanes):
         # cb: vectors of channels a step, ocb: their lanes
         task, ocb = VECTOR_DEPTHWISE_KERNEL_GRADIENT, lanes
@@ -842,6 +914,18 @@ def kernel_gradient(spec, x, gy, specialized, threads=None):
     :data:`numbaconv.cache.kernel_cache`), else the generic one.  The work
     is split for ``threads`` (default: Numba's thread count).
     """
+    return _kernel_gradients(spec, x, gy, specialized, threads)[0]
+
+
+def kernel_and_bias_gradients(spec, x, gy, specialized, threads=None):
+    """``(kernel gradient, bias gradient)``: :func:`kernel_gradient` and :func:`bias_gradient`,
+    in one pass over ``gy`` where the kernel gradient's nest sums the bias too."""
+    grad, bias = _kernel_gradients(spec, x, gy, specialized, threads)
+    return grad, bias_gradient(gy, threads) if bias is None else bias
+
+
+def _kernel_gradients(spec, x, gy, specialized, threads):
+    """``(kernel gradient, bias gradient or None)``: the bias when the nest summed it."""
     threads = numba.get_num_threads() if threads is None else threads
     # Remembered (planning costs tens of microseconds, a small layer's whole kernel).
     arguments, items = kernel_cache.get(("kernel_gradient_plan", spec, threads, specialized),
@@ -853,7 +937,8 @@ def kernel_gradient(spec, x, gy, specialized, threads=None):
         blocks = np.zeros((*gy.shape[:3], groups, padded), dtype=gy.dtype)
         blocks[..., :cout] = gy.reshape(*gy.shape[:3], groups, cout)
         gy = blocks.reshape(*gy.shape[:3], groups * padded)
-    if task in (DEPTHWISE_KERNEL_GRADIENT, VECTOR_DEPTHWISE_KERNEL_GRADIENT):  # flat rows
+    if task in (DEPTHWISE_KERNEL_GRADIENT, VECTOR_DEPTHWISE_KERNEL_GRADIENT,
+                WINDOW_DEPTHWISE_KERNEL_GRADIENT):  # flat rows
         x = x.reshape(*x.shape[:2], -1)
         gy = gy.reshape(*gy.shape[:2], -1)
     width = spec.in_channels // spec.groups
@@ -861,6 +946,11 @@ def kernel_gradient(spec, x, gy, specialized, threads=None):
         x, _ = layout.pad_channels(x, "channels_last", ((0, 0), (0, 0)),
                                    (width - 1, cin - width), x.dtype)
     kh, kw = spec.kernel_size
+    if task == WINDOW_DEPTHWISE_KERNEL_GRADIENT:  # the taps, then the bias
+        sums = np.zeros((splits, kh * kw + 1, 1, groups), dtype=gy.dtype)
+        _run(arguments, items, x, gy, sums, specialized)
+        sums = sums[0] if splits == 1 else sums.sum(axis=0)
+        return sums[:-1].reshape(kh, kw, 1, groups), sums[-1, 0]
     grad = np.zeros((splits, kh, kw, cin, groups * padded), dtype=gy.dtype)
     _run(arguments, items, x, gy, grad, specialized)
     grad = grad[0] if splits == 1 else grad.sum(axis=0)
@@ -868,17 +958,22 @@ def kernel_gradient(spec, x, gy, specialized, threads=None):
         # Channel c of filter f's group came from shift c - f % width + width - 1.
         member = np.arange(spec.filters) % width
         picks = np.arange(width)[:, None] - member + width - 1
-        return np.take_along_axis(grad, np.broadcast_to(picks, (kh, kw, *picks.shape)), axis=2)
+        return np.take_along_axis(grad, np.broadcast_to(picks, (kh, kw, *picks.shape)),
+                                  axis=2), None
     if padded != cout:
         grad = np.ascontiguousarray(
             grad.reshape(kh, kw, cin, groups, padded)[..., :cout].reshape(kh, kw, cin, -1))
-    return grad
+    return grad, None
 
 
 #: Input channels up to which the input gradient sums along the filters
 #: (:func:`_narrow_input_gradient_task`) instead of running as a convolution.
 NARROW_CHANNELS = 4
 
+
+#: Taps up to which a depthwise window's sums, and the bias's, stay in registers
+#: (:func:`_depthwise_window_kernel_gradient_task`: 3x3 takes 10 of the 16 with AVX2).
+WINDOW_TAPS = 12
 
 #: Vectors of channels up to which depthwise layers take the vector kernel gradient
 #: (one step for all channels).  Kernel gradient alone, AVX2, loop nest → vector,

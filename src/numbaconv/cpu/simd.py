@@ -22,7 +22,10 @@ LLVM IR directly:
 * grouped layers whose groups are narrower than a vector keep each group in
   its own lanes: :func:`tile_fma_groups` (forward) and
   :func:`tile_fma_spread` (kernel gradient) broadcast a group's input
-  channel across the group's lanes by an in-register shuffle.
+  channel across the group's lanes by an in-register shuffle;
+* :func:`tile_fma_window` adds one output pixel's products with every tap of
+  a depthwise window, taps outside the image masked off (a depthwise
+  kernel gradient).
 
 Arrays are addressed flat through their data pointer: they must be
 C-contiguous, and the caller keeps every index inside them (no bounds or
@@ -37,8 +40,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["Vector", "stream_fence", "tile_accumulate", "tile_fma", "tile_fma_groups",
-           "tile_fma_lanes", "tile_fma_pairs", "tile_fma_spread", "tile_load", "tile_relu",
-           "tile_scatter", "tile_store", "tile_stream"]
+           "tile_fma_lanes", "tile_fma_pairs", "tile_fma_spread", "tile_fma_window", "tile_load",
+           "tile_relu", "tile_scatter", "tile_store", "tile_stream"]
 
 _X86 = binding.get_process_triple().startswith(("x86_64", "i386", "i686"))
 
@@ -339,6 +342,78 @@ def tile_fma_spread(typingctx, tile, x, x_index, y, y_index):
         return sums
 
     return tile(tile, x, x_index, y, y_index), codegen
+
+
+@intrinsic
+def tile_fma_window(typingctx, tile, x, x_index, row_step, column_step, y, y_index, columns,
+                    total, rows_inside, columns_inside):
+    """``tile`` plus, in row ``ki·columns + kj``, lane by lane,
+    ``x[x_index + ki·row_step + kj·column_step:][:V·L] · y[y_index:][:V·L]``: one output
+    pixel's products with every tap of a depthwise window (its kernel gradient).
+
+    ``columns`` (the window's width) and ``total`` are compile-time
+    constants; ``total`` True makes the tile's last row the running sum of
+    ``y`` (the bias gradient), the rows before it a whole number of window
+    rows.  Tap ``(ki, kj)`` reads the input only where bit ``ki`` of
+    ``rows_inside`` and bit ``kj`` of ``columns_inside`` are set (the tap is
+    inside the image), and adds nothing otherwise, its index never used: at a
+    border, ``x_index`` may lie outside ``x``.  Constant masks of all ones
+    compile to plain loads.  The ``y`` vectors are loaded once.
+    """
+    shape = _fma_shape(tile, x, x_index, row_step, y, y_index)
+    if (shape is None or not isinstance(column_step, types.Integer)
+            or not isinstance(columns, types.IntegerLiteral)
+            or not isinstance(total, types.BooleanLiteral)
+            or not all(isinstance(m, types.Integer) for m in (rows_inside, columns_inside))):
+        return None
+    P, V, vector = shape
+    L, KW, TOTAL = vector.lanes, columns.literal_value, total.literal_value
+    taps = P - TOTAL
+    if KW < 1 or taps < KW or taps % KW:
+        return None
+
+    def codegen(context, builder, signature, args):
+        sums, x_array, x_at, row, column, y_array, y_at = args[:7]
+        index_type = signature.args[2]
+        load = _loader(context, builder, vector)
+        fmuladd = _fmuladd(builder, context.get_value_type(vector), vector)
+        row, column, rows_mask, columns_mask = (
+            context.cast(builder, value, ty, index_type)
+            for value, ty in zip((row, column, args[9], args[10]),
+                                 (signature.args[3], signature.args[4], signature.args[9],
+                                  signature.args[10])))
+        zero_index = ir.Constant(x_at.type, 0)
+        zeros = ir.Constant(context.get_value_type(vector), None)
+
+        def bit(mask, position):
+            return builder.icmp_unsigned("!=", builder.and_(
+                mask, ir.Constant(mask.type, 1 << position)), ir.Constant(mask.type, 0))
+
+        grads = [load(signature.args[5], y_array, _plus(builder, y_at, v * L)) for v in range(V)]
+        for t in range(taps):
+            ki, kj = divmod(t, KW)
+            at = builder.add(builder.add(x_at, builder.mul(row, ir.Constant(row.type, ki))),
+                             builder.mul(column, ir.Constant(column.type, kj)))
+            inside = builder.and_(bit(rows_mask, ki), bit(columns_mask, kj))
+            at = builder.select(inside, at, zero_index)  # a valid address either way
+            sum_row = builder.extract_value(sums, t)
+            for v in range(V):
+                value = builder.select(inside, load(signature.args[1], x_array,
+                                                    _plus(builder, at, v * L)), zeros)
+                sum_row = builder.insert_value(sum_row, builder.call(
+                    fmuladd, [value, grads[v], builder.extract_value(sum_row, v)]), v)
+            sums = builder.insert_value(sums, sum_row, t)
+        if TOTAL:
+            sum_row = builder.extract_value(sums, taps)
+            for v in range(V):
+                sum_row = builder.insert_value(sum_row, builder.fadd(
+                    builder.extract_value(sum_row, v), grads[v]), v)
+            sums = builder.insert_value(sums, sum_row, taps)
+        return sums
+
+    arguments = (tile, x, x_index, row_step, column_step, y, y_index, columns, total,
+                 rows_inside, columns_inside)
+    return tile(*arguments), codegen
 
 
 @intrinsic
