@@ -980,6 +980,19 @@ BAD_TUPLES = [0, -1, (1, 0), (0, 1), (-2, 1), (1,), (1, 2, 3), 1.5, (1.0, 2), "2
               ((1, 1), (1, 1))]
 
 
+def test_validated_specs_are_remembered_for_plain_arguments_only():
+    from numbaconv.spec import ConvSpec
+
+    arguments = ((1, 5, 5, 2), (3, 3, 2, 4), (1, 1), "same", "channels_last", 1, "float32")
+    first = ConvSpec.from_arguments(*arguments)
+    assert ConvSpec.from_arguments(*arguments) is first
+    # Equal values of other types are checked every time: (1.0, 1) == (1, 1) as a key.
+    with pytest.raises(ValueError, match="strides"):
+        ConvSpec.from_arguments(arguments[0], arguments[1], (1.0, 1), *arguments[3:])
+    same = ConvSpec.from_arguments(arguments[0], arguments[1], (np.int64(1), 1), *arguments[3:])
+    assert same == first
+
+
 @pytest.mark.parametrize("strides", BAD_TUPLES, ids=str)
 def test_bad_strides(strides):
     with pytest.raises(ValueError, match="strides"):

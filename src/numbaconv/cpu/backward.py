@@ -19,9 +19,10 @@ g(f)·CIN + c] · w[ki, kj, c, f]`` (channels_last, group ``g(f) = f // COUT``):
   forward's dense nest (without AVX-512, tiles of explicit vectors:
   :func:`_vector_kernel_gradient_task`; depthwise layers with windows of up
   to :data:`WINDOW_TAPS` taps hold a pixel's every tap, and the bias
-  gradient, in registers: :func:`_depthwise_window_kernel_gradient_task`).  Work items own disjoint parts of the result; where
-  filters and channels give too few items, the pixels are split over private
-  copies that are added up afterwards — race-free without atomics.
+  gradient, in registers: :func:`_depthwise_window_kernel_gradient_task`).
+  Work items own disjoint parts of the result; where filters and channels
+  give too few items, the pixels are split over private copies that are
+  added up afterwards — race-free without atomics.
 
 All read channels_last arrays (channels_first data is reordered around
 them).  :func:`input_gradient` takes the geometry at run time (one
@@ -581,13 +582,15 @@ def _depthwise_vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
 
 
 def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL,
-                                           G, L, SPLITS, T):
+                                           G, L, ROWS, SPLITS, T):
     """A depthwise layer's kernel and bias gradients, every tap of a pixel at once; specialized.
 
     ``grad[item, t, 0, c]`` sums, for tap ``t = ki·KW + kj``, ``x · gy`` as
     :func:`_depthwise_kernel_gradient_task`, and in row ``KH·KW`` the bias
     gradient ``Σ gy``, over the item's share of the output rows: one run of
-    rows, so that each input row is read about once.  Each output gradient
+    rows, so that each input row is read about once, in chunks of ``ROWS``
+    rows that every vector of channels reads while they are in cache (the
+    sums stay in registers over a chunk).  Each output gradient
     vector of ``L`` channels is loaded once for all the taps
     (:func:`~.simd.tile_fma_window`: ``T = KH·KW + 1`` sums in registers, a
     compile-time constant), where the tap-by-tap tasks load it once per tap
@@ -601,42 +604,44 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
     lo = _valid_range(OW, W, SW, -PL)[0]  # the columns whose whole window is inside
     hi = max(lo, _valid_range(OW, W, SW, (KW - 1) * DW - PL)[1])
     base = item * T * G
-    for row in range(item * rows // SPLITS, (item + 1) * rows // SPLITS):
-        n = row // OH
-        oh = row - n * OH
-        ih0 = oh * SH - PT
-        rows_inside = 0
-        for ki in range(KH):
-            if 0 <= ih0 + ki * DH < H:
-                rows_inside |= 1 << ki
-        x_row = ((n * H + ih0) * W - PL) * G  # (outside x at a border: masked there)
-        g_row = (n * OH + oh) * OW * G
+    first, last = item * rows // SPLITS, (item + 1) * rows // SPLITS
+    for r0 in range(first, last, ROWS):  # chunks whose rows stay in cache for every channel
         for c in range(0, G, L):
             tile = tile_load(grad, base + c, G, T, 1, L)
-            x_at = x_row + lo * SW * G + c
-            g_at = g_row + lo * G + c
-            if rows_inside == (1 << KH) - 1:  # the interior: whole windows
-                for _ in range(lo, hi):
-                    tile = tile_fma_window(tile, x, x_at, DH * W * G, DW * G, gy, g_at, KW,
-                                           True, -1, -1)
-                    x_at += SW * G
-                    g_at += G
-            else:
-                for _ in range(lo, hi):
-                    tile = tile_fma_window(tile, x, x_at, DH * W * G, DW * G, gy, g_at, KW,
-                                           True, rows_inside, -1)
-                    x_at += SW * G
-                    g_at += G
-            for ow in range(OW - (hi - lo)):  # the border columns, left then right
-                if ow >= lo:
-                    ow += hi - lo
-                columns_inside = 0
-                for kj in range(KW):
-                    if 0 <= ow * SW - PL + kj * DW < W:
-                        columns_inside |= 1 << kj
-                tile = tile_fma_window(tile, x, x_row + ow * SW * G + c, DH * W * G, DW * G, gy,
-                                       g_row + ow * G + c, KW, True, rows_inside,
-                                       columns_inside)
+            for row in range(r0, min(r0 + ROWS, last)):
+                n = row // OH
+                oh = row - n * OH
+                ih0 = oh * SH - PT
+                rows_inside = 0
+                for ki in range(KH):
+                    if 0 <= ih0 + ki * DH < H:
+                        rows_inside |= 1 << ki
+                x_row = ((n * H + ih0) * W - PL) * G + c  # (outside x at a border: masked)
+                g_row = (n * OH + oh) * OW * G + c
+                x_at = x_row + lo * SW * G
+                g_at = g_row + lo * G
+                if rows_inside == (1 << KH) - 1:  # the interior: whole windows
+                    for _ in range(lo, hi):
+                        tile = tile_fma_window(tile, x, x_at, DH * W * G, DW * G, gy, g_at, KW,
+                                               True, -1, -1)
+                        x_at += SW * G
+                        g_at += G
+                else:
+                    for _ in range(lo, hi):
+                        tile = tile_fma_window(tile, x, x_at, DH * W * G, DW * G, gy, g_at, KW,
+                                               True, rows_inside, -1)
+                        x_at += SW * G
+                        g_at += G
+                for ow in range(OW - (hi - lo)):  # the border columns, left then right
+                    if ow >= lo:
+                        ow += hi - lo
+                    columns_inside = 0
+                    for kj in range(KW):
+                        if 0 <= ow * SW - PL + kj * DW < W:
+                            columns_inside |= 1 << kj
+                    tile = tile_fma_window(tile, x, x_row + ow * SW * G, DH * W * G, DW * G, gy,
+                                           g_row + ow * G, KW, True, rows_inside,
+                                           columns_inside)
             tile_store(grad, base + c, G, tile)
 
 
@@ -739,7 +744,7 @@ def _specialized_driver(arguments):
         elif TASK == 9:
             for item in prange(items):
                 _window_depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, OCB,
-                                       SPLITS, T)
+                                       ROWS, SPLITS, T)
         else:
             for item in prange(items):
                 _vector_depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CB,
@@ -893,6 +898,9 @@ def kernel_gradient_plan(spec, threads, specialized=False):
         pixel_bytes = (spec.in_channels + spec.filters) * np.dtype(spec.dtype).itemsize
         pixels = min(4 * CHUNK_PIXELS, max(CHUNK_PIXELS, CHUNK_BYTES // pixel_bytes))
     rows = max(1, min(out_rows, -(-pixels // out_w)))
+    if task == WINDOW_DEPTHWISE_KERNEL_GRADIENT:  # input and output gradient rows in cache
+        row_bytes = (spec.strides[0] * spec.width + out_w) * groups * np.dtype(spec.dtype).itemsize
+        rows = max(1, min(out_rows, WINDOW_CHUNK_BYTES // row_bytes))
     shares, splits = 1, 1
     if units % threads and units < 4 * threads:
         shares = next((share for share in range(2, c_blocks + 1)
@@ -974,6 +982,10 @@ NARROW_CHANNELS = 4
 #: Taps up to which a depthwise window's sums, and the bias's, stay in registers
 #: (:func:`_depthwise_window_kernel_gradient_task`: 3x3 takes 10 of the 16 with AVX2).
 WINDOW_TAPS = 12
+
+#: Bytes of input and output gradient rows per chunk of that task: every vector of
+#: channels runs over the chunk's rows while they stay in cache (half a Zen 1 L2).
+WINDOW_CHUNK_BYTES = 256 * 1024
 
 #: Vectors of channels up to which depthwise layers take the vector kernel gradient
 #: (one step for all channels).  Kernel gradient alone, AVX2, loop nest → vector,
