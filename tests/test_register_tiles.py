@@ -256,6 +256,48 @@ def test_depthwise_vector_kernel_gradient(register_file, channels, dtype, vector
     np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
 
 
+def _input_gradient_reference(grad_output, kernel, x_shape, strides, pads, dilation):
+    """The input gradient in float64: each tap's ``grad_output · kernel[tap]ᵀ`` added into a
+    padded input, the padding then cut off."""
+    n, h, w, c = x_shape
+    (sh, sw), (dh, dw) = strides, dilation
+    (pt, pb), (pl, pr) = pads
+    oh, ow = grad_output.shape[1:3]
+    padded = np.zeros((n, h + pt + pb, w + pl + pr, c))
+    for ki in range(kernel.shape[0]):
+        for kj in range(kernel.shape[1]):
+            padded[:, ki * dh:ki * dh + (oh - 1) * sh + 1:sh,
+                   kj * dw:kj * dw + (ow - 1) * sw + 1:sw] += (
+                grad_output.astype(float) @ kernel[ki, kj].astype(float).T)
+    return padded[:, pt:pt + h, pl:pl + w]
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+@pytest.mark.parametrize("shape, kernel_size, strides, dilation, padding, dtype", sample([
+    ((2, 11, 12, 3), (7, 7), 2, 1, "same", "float32"),  # a stem: tiles of 3 pixels
+    ((1, 9, 10, 1), (3, 3), 1, 1, "same", "float64"),  # 1 channel: tiles of 7
+    ((2, 9, 8, 4), (3, 4), 3, 1, ((2, 0), (1, 3)), "float32"),  # 4 channels: tiles of 2
+    ((1, 8, 9, 2), (3, 3), 1, 2, "valid", "float32"),
+    ((1, 6, 13, 3), (5, 5), (1, 2), 1, "same", "float64"),
+], lambda case: case[1] == (7, 7)))
+def test_narrow_vector_input_gradient(register_file, shape, kernel_size, strides, dilation,
+                                      padding, dtype):
+    channels = shape[-1]
+    filters = 64 if dtype == "float32" else 32
+    rng = np.random.default_rng(channels + shape[2])
+    kernel = rng.standard_normal((*kernel_size, channels, filters)).astype(dtype)
+    spec = ConvSpec.from_arguments(shape, kernel.shape, strides, padding, "channels_last",
+                                   dilation, dtype)
+    grad_output = rng.standard_normal(spec.output_shape).astype(dtype)
+    assert backward.is_narrow(spec)
+    got = np.full(shape, np.nan, dtype=dtype)
+    backward.narrow_input_gradient(spec, grad_output, kernel, got, specialized=True)
+    want = _input_gradient_reference(grad_output, kernel, shape, spec.strides, spec.pads,
+                                     spec.dilation)
+    tolerance = 1e-4 if dtype == "float32" else 1e-11
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 10)
+
+
 @pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
 @pytest.mark.parametrize("shape, kernel_size, strides, dilation, padding, dtype", sample([
     ((2, 6, 10, 16), (3, 3), 1, 1, "same", "float32"),  # 2 vectors of channels

@@ -9,8 +9,9 @@ from numba.core.errors import TypingError
 
 from numbaconv.cpu import layout
 from numbaconv.cpu.simd import (stream_fence, tile_accumulate, tile_fma, tile_fma_groups,
-                                tile_fma_lanes, tile_fma_pairs, tile_fma_spread, tile_fma_window,
-                                tile_load, tile_scatter, tile_store, tile_stream)
+                                tile_fma_lanes, tile_fma_outer, tile_fma_pairs, tile_fma_spread,
+                                tile_fma_window, tile_load, tile_scatter, tile_store,
+                                tile_stream)
 
 
 def _tile_product(P, V, L):
@@ -218,6 +219,37 @@ def test_masked_taps_read_nothing():
 
     out = corner(np.ones(8, np.float32), np.full(8, 2, np.float32)).reshape(10, 8)
     assert not out[:9].any() and (out[9] == 2).all()
+
+
+@pytest.mark.parametrize("C, P, V, L, dtype", [(3, 3, 1, 8, np.float32), (1, 7, 1, 8, np.float32),
+                                               (2, 2, 2, 4, np.float64), (4, 1, 1, 16, np.float32)])
+def test_outer_products_of_pixels_and_channels(C, P, V, L, dtype):
+    # A narrow input gradient's step: row c*P + p adds pixel p's vector times channel c's.
+    steps, x_step, w_step = 3, V * L + 5, 2 * V * L
+    R = C * P  # a constant of the closure: the tile's rows
+
+    @njit
+    def outer(x, w):
+        tile = tile_load(np.zeros(V * L, dtype=x.dtype), 0, 0, R, V, L)
+        for k in range(steps):
+            tile = tile_fma_outer(tile, x, 3 * k, x_step, w, k * C * w_step, w_step, P)
+        out = np.empty(R * V * L, dtype=x.dtype)
+        tile_store(out, 0, V * L, tile)
+        return out
+
+    rng = np.random.default_rng(C * 10 + P)
+    x = rng.standard_normal(3 * steps + P * x_step + V * L).astype(dtype)
+    w = rng.standard_normal(steps * C * w_step + V * L).astype(dtype)
+    got = outer(x, w).reshape(R, V * L)
+    want = np.zeros((R, V * L))
+    for k in range(steps):
+        for c in range(C):
+            for p in range(P):
+                at, w_at = 3 * k + p * x_step, k * C * w_step + c * w_step
+                want[c * P + p] += (x[at:at + V * L].astype(float)
+                                    * w[w_at:w_at + V * L].astype(float))
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("width", [3, 16])

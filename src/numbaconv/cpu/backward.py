@@ -6,7 +6,8 @@ g(f)·CIN + c] · w[ki, kj, c, f]`` (channels_last, group ``g(f) = f // COUT``):
 * the input gradient is a transposed direct convolution.  Most layers run
   it as forward convolutions (:func:`numbaconv.functional.backward`); layers
   with a few input channels (a stem's 3) sum along the filters here
-  (:func:`_narrow_input_gradient_task`), strided depthwise layers gather
+  (:func:`_narrow_input_gradient_task`; specialized without AVX-512, in tiles
+  of pixels × channels: :func:`_narrow_vector_input_gradient_task`), strided depthwise layers gather
   each input pixel's output gradients with the taps unrolled
   (:func:`_depthwise_input_gradient_task`), and layers with an axis both
   strided and dilated run :func:`input_gradient`, where each input pixel
@@ -41,8 +42,9 @@ from ..cache import kernel_cache
 from ..jit import kernel_jit
 from . import direct, layout, target
 from .direct import _CONTRACT, _valid_range
-from .simd import (stream_fence, tile_accumulate, tile_fma, tile_fma_lanes, tile_fma_pairs,
-                   tile_fma_spread, tile_fma_window, tile_load, tile_store, tile_stream)
+from .simd import (stream_fence, tile_accumulate, tile_fma, tile_fma_lanes, tile_fma_outer,
+                   tile_fma_pairs, tile_fma_spread, tile_fma_window, tile_load, tile_store,
+                   tile_stream)
 
 __all__ = ["bias_gradient", "depthwise_input_gradient", "input_gradient", "is_narrow",
            "is_strided_depthwise", "kernel_and_bias_gradients", "kernel_gradient",
@@ -423,6 +425,81 @@ def _narrow_input_gradient_task(gy, w, gx, item, KH, KW, SH, SW, DH, DW, PT, PL,
                 gx[n, ih, iw, c0 + c] = fold[0]
 
 
+@njit(inline="always")
+def _fold_lanes(sums, at, L):
+    """``sums[at:at + L]`` added up by a fixed tree (the halves lane by lane, and again)."""
+    span = L
+    while span > 1:
+        span //= 2
+        for o in range(span):
+            sums[at + o] += sums[at + o + span]
+    return sums[at]
+
+
+@njit(inline="always")
+def _narrow_sums(tile, gy, w, n, ih, iw, ki_lo, ki_hi, ki_step, kj_lo, kj_hi, kj_step, KW, SH,
+                 SW, DH, DW, PT, PL, CIN, COUT, L, P):
+    """``tile`` plus the products of :func:`_narrow_vector_input_gradient_task` for ``P``
+    pixels of a phase from ``iw`` (consecutive output columns at every tap)."""
+    OH, OW = gy.shape[1], gy.shape[2]
+    for ki in range(ki_lo, ki_hi, ki_step):
+        g_row = (n * OH + (ih + PT - ki * DH) // SH) * OW
+        for kj in range(kj_lo, kj_hi, kj_step):
+            g_at = (g_row + (iw + PL - kj * DW) // SW) * COUT
+            w_at = (ki * KW + kj) * CIN * COUT
+            for f in range(0, COUT, L):
+                tile = tile_fma_outer(tile, gy, g_at + f, COUT, w, w_at + f, COUT, P)
+    return tile
+
+
+def _narrow_vector_input_gradient_task(gy, w, gx, item, KH, KW, SH, SW, DH, DW, PT, PL, CIN,
+                                       COUT, L, P, R):
+    """:func:`_narrow_input_gradient_task` in tiles of explicit vectors (:mod:`.simd`);
+    specialized.
+
+    ``P`` input pixels of one column phase (``iw ≡ phase mod SW``: at every
+    tap they read consecutive output columns) × the ``CIN`` channels, one
+    vector of ``L`` filter lanes each (``R = CIN·P`` sums,
+    :func:`~.simd.tile_fma_outer`): each step loads ``P`` output gradient
+    vectors and ``CIN`` weight vectors for ``R`` multiply-adds, where the
+    loop nest loads two vectors for each.  Pixels whose taps the border
+    clips, and a phase's last few, go one at a time.  The lanes are added
+    up by a fixed tree.
+    """
+    H, W = gx.shape[1], gx.shape[2]
+    OH, OW = gy.shape[1], gy.shape[2]
+    n = item // H
+    ih = item - n * H
+    ki_lo, ki_hi, ki_step = _reaching_taps(ih, PT, KH, DH, SH, OH)
+    sums = np.empty(R * L, dtype=gx.dtype)
+    zeros = np.zeros(L, dtype=gx.dtype)
+    for phase in range(SW):
+        count = (W - phase + SW - 1) // SW  # the phase's pixels
+        first = 0 if SW == 1 else (phase + PL) % SW
+        whole = (KW - first + SW - 1) // SW  # the taps that reach them, unclipped
+        m = 0
+        while m < count:
+            iw = phase + m * SW
+            kj_lo, kj_hi, kj_step = _reaching_taps(iw, PL, KW, DW, SW, OW)
+            last_lo, last_hi, _ = _reaching_taps(iw + (P - 1) * SW, PL, KW, DW, SW, OW)
+            if (m + P <= count and (kj_hi - kj_lo + kj_step - 1) // kj_step == whole
+                    and (last_hi - last_lo + kj_step - 1) // kj_step == whole):
+                tile_store(sums, 0, L, _narrow_sums(
+                    tile_load(zeros, 0, 0, R, 1, L), gy, w, n, ih, iw, ki_lo, ki_hi, ki_step,
+                    kj_lo, kj_hi, kj_step, KW, SH, SW, DH, DW, PT, PL, CIN, COUT, L, P))
+                for c in range(CIN):
+                    for p in range(P):
+                        gx[n, ih, iw + p * SW, c] = _fold_lanes(sums, (c * P + p) * L, L)
+                m += P
+            else:
+                tile_store(sums, 0, L, _narrow_sums(
+                    tile_load(zeros, 0, 0, CIN, 1, L), gy, w, n, ih, iw, ki_lo, ki_hi, ki_step,
+                    kj_lo, kj_hi, kj_step, KW, SH, SW, DH, DW, PT, PL, CIN, COUT, L, 1))
+                for c in range(CIN):
+                    gx[n, ih, iw, c] = _fold_lanes(sums, c * L, L)
+                m += 1
+
+
 def _depthwise_input_gradient_task(gy, w, gx, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
                                    COUT, CB, OCB, ROWS, SPLITS, CG):
     """Input row ``item`` of a strided depthwise layer's input gradient (one filter a channel).
@@ -651,14 +728,17 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
 (DENSE_KERNEL_GRADIENT, DEPTHWISE_KERNEL_GRADIENT, NARROW_INPUT_GRADIENT,
  SHIFTED_KERNEL_GRADIENT, DEPTHWISE_INPUT_GRADIENT, VECTOR_KERNEL_GRADIENT,
  VECTOR_DEPTHWISE_INPUT_GRADIENT, VECTOR_DEPTHWISE_KERNEL_GRADIENT,
- LANES_KERNEL_GRADIENT, WINDOW_DEPTHWISE_KERNEL_GRADIENT) = range(10)
+ LANES_KERNEL_GRADIENT, WINDOW_DEPTHWISE_KERNEL_GRADIENT,
+ VECTOR_NARROW_INPUT_GRADIENT) = range(11)
 (_dense_task, _depthwise_task, _narrow_task, _shifted_task, _depthwise_input_task,
- _vector_task, _vector_depthwise_input_task, _vector_depthwise_task, _window_depthwise_task) = (
+ _vector_task, _vector_depthwise_input_task, _vector_depthwise_task, _window_depthwise_task,
+ _vector_narrow_task) = (
     njit(inline="always")(task) for task in (
         _kernel_gradient_task, _depthwise_kernel_gradient_task, _narrow_input_gradient_task,
         _shifted_kernel_gradient_task, _depthwise_input_gradient_task,
         _vector_kernel_gradient_task, _depthwise_vector_input_gradient_task,
-        _depthwise_vector_kernel_gradient_task, _depthwise_window_kernel_gradient_task))
+        _depthwise_vector_kernel_gradient_task, _depthwise_window_kernel_gradient_task,
+        _narrow_vector_input_gradient_task))
 
 
 def _generic_driver(TASK):
@@ -706,6 +786,8 @@ def _specialized_driver(arguments):
     V = direct.VECTOR_BLOCK_VECTORS  # the vector task's tile: V vectors of L lanes
     L = OCB // V
     T = KH * KW + 1  # the depthwise window task's tile: its taps and the bias
+    NARROW_P = narrow_pixels(CIN)  # the narrow vector task's tile: pixels × channels
+    NARROW_R = CIN * NARROW_P
 
     @kernel_jit(parallel=True, fastmath=_CONTRACT)
     def drive(a, b, out, items):
@@ -741,6 +823,10 @@ def _specialized_driver(arguments):
             for item in prange(items):
                 _vector_depthwise_input_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G,
                                              CB, OCB, ROWS)
+        elif TASK == 10:
+            for item in prange(items):
+                _vector_narrow_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, CIN, COUT,
+                                    OCB, NARROW_P, NARROW_R)
         elif TASK == 9:
             for item in prange(items):
                 _window_depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, OCB,
@@ -978,6 +1064,16 @@ def _kernel_gradients(spec, x, gy, specialized, threads):
 #: (:func:`_narrow_input_gradient_task`) instead of running as a convolution.
 NARROW_CHANNELS = 4
 
+#: Vector registers the narrow vector task's tile plans for (AVX2's 16).
+NARROW_REGISTERS = 16
+
+
+def narrow_pixels(channels):
+    """Pixels per tile of :func:`_narrow_vector_input_gradient_task`: its ``channels × pixels``
+    sums, ``pixels`` output gradient vectors and ``channels`` weight vectors in
+    :data:`NARROW_REGISTERS` (3 channels: 3 pixels, 15 registers)."""
+    return max(1, min(8, (NARROW_REGISTERS - channels) // (channels + 1)))
+
 
 #: Taps up to which a depthwise window's sums, and the bias's, stay in registers
 #: (:func:`_depthwise_window_kernel_gradient_task`: 3x3 takes 10 of the 16 with AVX2).
@@ -1016,9 +1112,12 @@ def narrow_input_gradient(spec, gy, kernel, gx, specialized):
     """
     kh, kw = spec.kernel_size
     cin = spec.in_channels
-    arguments = (NARROW_INPUT_GRADIENT, kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0],
-                 spec.pads[1][0], 1, cin, spec.filters, _channel_tile(cin), _filter_lanes(spec),
-                 0, 1, 1)
+    if specialized and direct.vector_tiles_pay():  # tiles of pixels × channels × filter lanes
+        task, cb, ocb = VECTOR_NARROW_INPUT_GRADIENT, cin, direct.vector_lanes(spec.dtype)
+    else:
+        task, cb, ocb = NARROW_INPUT_GRADIENT, _channel_tile(cin), _filter_lanes(spec)
+    arguments = (task, kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0],
+                 spec.pads[1][0], 1, cin, spec.filters, cb, ocb, 0, 1, 1)
     _run(arguments, gx.shape[0] * gx.shape[1], gy, kernel, gx, specialized)
 
 

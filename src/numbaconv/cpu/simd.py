@@ -25,7 +25,8 @@ LLVM IR directly:
   channel across the group's lanes by an in-register shuffle;
 * :func:`tile_fma_window` adds one output pixel's products with every tap of
   a depthwise window, taps outside the image masked off (a depthwise
-  kernel gradient).
+  kernel gradient); :func:`tile_fma_outer` every pixel's vector times every
+  channel's (the input gradient of a layer with few input channels).
 
 Arrays are addressed flat through their data pointer: they must be
 C-contiguous, and the caller keeps every index inside them (no bounds or
@@ -40,8 +41,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["Vector", "stream_fence", "tile_accumulate", "tile_fma", "tile_fma_groups",
-           "tile_fma_lanes", "tile_fma_pairs", "tile_fma_spread", "tile_fma_window", "tile_load",
-           "tile_relu", "tile_scatter", "tile_store", "tile_stream"]
+           "tile_fma_lanes", "tile_fma_outer", "tile_fma_pairs", "tile_fma_spread",
+           "tile_fma_window", "tile_load", "tile_relu", "tile_scatter", "tile_store",
+           "tile_stream"]
 
 _X86 = binding.get_process_triple().startswith(("x86_64", "i386", "i686"))
 
@@ -342,6 +344,53 @@ def tile_fma_spread(typingctx, tile, x, x_index, y, y_index):
         return sums
 
     return tile(tile, x, x_index, y, y_index), codegen
+
+
+@intrinsic
+def tile_fma_outer(typingctx, tile, x, x_index, x_step, w, w_index, w_step, pixels):
+    """``tile`` plus, in row ``c·pixels + p``, lane by lane,
+    ``x[x_index + p·x_step:][:V·L] · w[w_index + c·w_step:][:V·L]``: every pixel's values
+    times every channel's weights (the input gradient of a layer with few channels, lanes
+    along the filters, summed across lanes afterwards).
+
+    ``pixels`` is a compile-time constant dividing the tile's rows.  Each
+    operand vector is loaded once.
+    """
+    shape = _fma_shape(tile, x, x_index, x_step, w, w_index)
+    if (shape is None or not isinstance(w_step, types.Integer)
+            or not isinstance(pixels, types.IntegerLiteral)):
+        return None
+    P, V, vector = shape
+    L, PIXELS = vector.lanes, pixels.literal_value
+    if PIXELS < 1 or P % PIXELS:
+        return None
+
+    def codegen(context, builder, signature, args):
+        sums, x_array, x_at, x_step_value, w_array, w_at, w_step_value = args[:7]
+        load = _loader(context, builder, vector)
+        fmuladd = _fmuladd(builder, context.get_value_type(vector), vector)
+        x_step_value = context.cast(builder, x_step_value, signature.args[3], signature.args[2])
+        w_step_value = context.cast(builder, w_step_value, signature.args[6], signature.args[5])
+        values = []
+        for p in range(PIXELS):
+            values.append([load(signature.args[1], x_array, _plus(builder, x_at, v * L))
+                           for v in range(V)])
+            if p + 1 < PIXELS:
+                x_at = builder.add(x_at, x_step_value)
+        for c in range(P // PIXELS):
+            weights = [load(signature.args[4], w_array, _plus(builder, w_at, v * L))
+                       for v in range(V)]
+            if c + 1 < P // PIXELS:
+                w_at = builder.add(w_at, w_step_value)
+            for p in range(PIXELS):
+                row = builder.extract_value(sums, c * PIXELS + p)
+                for v in range(V):
+                    row = builder.insert_value(row, builder.call(
+                        fmuladd, [values[p][v], weights[v], builder.extract_value(row, v)]), v)
+                sums = builder.insert_value(sums, row, c * PIXELS + p)
+        return sums
+
+    return tile(tile, x, x_index, x_step, w, w_index, w_step, pixels), codegen
 
 
 @intrinsic
