@@ -15,9 +15,13 @@ import threading
 import warnings
 
 from numba import njit
-from numba.core import caching
+from numba.core import caching, ir, types
+from numba.core.compiler import CompilerBase, DefaultPassBuilder
+from numba.core.compiler_machinery import FunctionPass, register_pass
+from numba.core.ir_utils import build_definitions
+from numba.core.untyped_passes import IRProcessing
 
-__all__ = ["kernel_jit", "cache_dir"]
+__all__ = ["kernel_jit", "task_jit", "cache_dir"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _warned = threading.Event()
@@ -133,3 +137,64 @@ def kernel_jit(**options):
         return dispatcher
 
     return decorate
+
+
+@register_pass(mutates_CFG=True, analysis_only=False)
+class _LiteralArgumentsAsConstants(FunctionPass):
+    """Turn arguments typed as integer or boolean literals into constants of the IR.
+
+    Numba types a literal argument as a constant but prunes no branch on it;
+    as a constant of the IR it does (its ``DeadBranchPrune`` passes, which
+    also run after inlining), so a task compiles only the code of its own
+    configuration: fewer statements to type and lower, and intrinsics in the
+    branches not taken are never typed with sizes they reject.
+    """
+
+    _name = "numbaconv_literal_arguments_as_constants"
+
+    def __init__(self):
+        FunctionPass.__init__(self)
+
+    def run_pass(self, state):
+        changed = False
+        for block in state.func_ir.blocks.values():
+            for statement in block.body:
+                if isinstance(statement, ir.Assign) and isinstance(statement.value, ir.Arg):
+                    argument = state.args[statement.value.index]
+                    if isinstance(argument, (types.IntegerLiteral, types.BooleanLiteral)):
+                        statement.value = ir.Const(argument.literal_value, statement.value.loc)
+                        changed = True
+        if changed:
+            state.func_ir._definitions = build_definitions(state.func_ir.blocks)
+        return changed
+
+
+class _TaskCompiler(CompilerBase):
+    """Numba's nopython pipeline plus :class:`_LiteralArgumentsAsConstants`."""
+
+    def define_pipelines(self):
+        pipeline = DefaultPassBuilder.define_nopython_pipeline(self.state)
+        pipeline.add_pass_after(_LiteralArgumentsAsConstants, IRProcessing)
+        pipeline.finalize()
+        return [pipeline]
+
+
+def task_jit(**options):
+    """``numba.njit(**options)`` for a parallel task: the body a driver's ``prange`` calls.
+
+    A task is its own compiled function, not inlined into the driver, and the
+    driver passes it its geometry; from a specialized driver, whose geometry
+    is closure constants, Numba types those arguments as literals
+    (``Literal[int](3)``) and compiles one specialization of the task per
+    configuration, in which they are constants of the IR
+    (:class:`_LiteralArgumentsAsConstants`), as if inlined: dead branches
+    pruned, trip counts known to LLVM, tile sizes usable as types.  Inlining
+    a large task into the driver cost twice the compilation (measured on the
+    depthwise vector nest, 14²×576: 9.5 s inlined against 5.3 as a call, the
+    same speed): Numba's inliner copies the callee's whole scope once per
+    block, and the parallel passes analyse the whole body again.  The driver
+    passes the loop index as ``np.int64``: the parallel lowering types it
+    unsigned, which would compile the task a second time.  Tasks are not
+    cached on disk themselves: the drivers' cache entries hold their code.
+    """
+    return njit(no_cpython_wrapper=True, pipeline_class=_TaskCompiler, **options)

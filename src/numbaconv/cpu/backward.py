@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..cache import kernel_cache
-from ..jit import kernel_jit
+from ..jit import kernel_jit, task_jit
 from . import direct, layout, target
 from .direct import _CONTRACT, _valid_range
 from .simd import (stream_fence, tile_accumulate, tile_fma, tile_fma_lanes, tile_fma_outer,
@@ -722,9 +722,9 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
             tile_store(grad, base + c, G, tile)
 
 
-#: The tasks by number, the drivers' compile-time selector.  Inlined into
-#: the drivers; module globals so that Numba's disk cache keys the
-#: specialized closures by their integer constants only.
+#: The tasks by number, the drivers' compile-time selector.  Called by the
+#: drivers (see :func:`~numbaconv.jit.task_jit`); module globals so that Numba's
+#: disk cache keys the specialized closures by their integer constants only.
 (DENSE_KERNEL_GRADIENT, DEPTHWISE_KERNEL_GRADIENT, NARROW_INPUT_GRADIENT,
  SHIFTED_KERNEL_GRADIENT, DEPTHWISE_INPUT_GRADIENT, VECTOR_KERNEL_GRADIENT,
  VECTOR_DEPTHWISE_INPUT_GRADIENT, VECTOR_DEPTHWISE_KERNEL_GRADIENT,
@@ -733,7 +733,7 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
 (_dense_task, _depthwise_task, _narrow_task, _shifted_task, _depthwise_input_task,
  _vector_task, _vector_depthwise_input_task, _vector_depthwise_task, _window_depthwise_task,
  _vector_narrow_task) = (
-    njit(inline="always")(task) for task in (
+    task_jit(fastmath=_CONTRACT)(task) for task in (
         _kernel_gradient_task, _depthwise_kernel_gradient_task, _narrow_input_gradient_task,
         _shifted_kernel_gradient_task, _depthwise_input_gradient_task,
         _vector_kernel_gradient_task, _depthwise_vector_input_gradient_task,
@@ -749,24 +749,24 @@ def _generic_driver(TASK):
               SPLITS, CG):
         if TASK == 0:
             for item in prange(items):
-                _dense_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
-                            OCB, ROWS, SPLITS, CG)
+                _dense_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
+                            CB, OCB, ROWS, SPLITS, CG)
         elif TASK == 1:
             for item in prange(items):
-                _depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
-                                CB, OCB, ROWS, SPLITS, CG)
+                _depthwise_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                COUT, CB, OCB, ROWS, SPLITS, CG)
         elif TASK == 2:
             for item in prange(items):
-                _narrow_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
-                             OCB, ROWS, SPLITS, CG)
+                _narrow_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                             COUT, CB, OCB, ROWS, SPLITS, CG)
         elif TASK == 3:
             for item in prange(items):
-                _shifted_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
-                              OCB, ROWS, SPLITS, CG)
+                _shifted_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                              COUT, CB, OCB, ROWS, SPLITS, CG)
         else:
             for item in prange(items):
-                _depthwise_input_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                                      COUT, CB, OCB, ROWS, SPLITS, CG)
+                _depthwise_input_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G,
+                                      CIN, COUT, CB, OCB, ROWS, SPLITS, CG)
 
     return drive
 
@@ -793,48 +793,48 @@ def _specialized_driver(arguments):
     def drive(a, b, out, items):
         if TASK == 0:
             for item in prange(items):
-                _dense_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
-                            OCB, ROWS, SPLITS, CG)
+                _dense_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
+                            CB, OCB, ROWS, SPLITS, CG)
         elif TASK == 1:
             for item in prange(items):
-                _depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
-                                CB, OCB, ROWS, SPLITS, CG)
+                _depthwise_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                                COUT, CB, OCB, ROWS, SPLITS, CG)
         elif TASK == 2:
             for item in prange(items):
-                _narrow_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
-                             OCB, ROWS, SPLITS, CG)
+                _narrow_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                             COUT, CB, OCB, ROWS, SPLITS, CG)
         elif TASK == 3:
             for item in prange(items):
-                _shifted_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
-                              OCB, ROWS, SPLITS, CG)
+                _shifted_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                              COUT, CB, OCB, ROWS, SPLITS, CG)
         elif TASK == 4:
             for item in prange(items):
-                _depthwise_input_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                                      COUT, CB, OCB, ROWS, SPLITS, CG)
+                _depthwise_input_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G,
+                                      CIN, COUT, CB, OCB, ROWS, SPLITS, CG)
         elif TASK == 5:  # the vector tasks: specialized only (their tile sizes are types)
             for item in prange(items):
-                _vector_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
-                             OCB, ROWS, SPLITS, CG, V, L, False)
+                _vector_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                             COUT, CB, OCB, ROWS, SPLITS, CG, V, L, False)
         elif TASK == 8:
             for item in prange(items):
-                _vector_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB,
-                             OCB, ROWS, SPLITS, CG, V, L, True)
+                _vector_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                             COUT, CB, OCB, ROWS, SPLITS, CG, V, L, True)
         elif TASK == 6:
             for item in prange(items):
-                _vector_depthwise_input_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G,
-                                             CB, OCB, ROWS)
+                _vector_depthwise_input_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT,
+                                             PL, G, CB, OCB, ROWS)
         elif TASK == 10:
             for item in prange(items):
-                _vector_narrow_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, CIN, COUT,
-                                    OCB, NARROW_P, NARROW_R)
+                _vector_narrow_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, CIN,
+                                    COUT, OCB, NARROW_P, NARROW_R)
         elif TASK == 9:
             for item in prange(items):
-                _window_depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, OCB,
-                                       ROWS, SPLITS, T)
+                _window_depthwise_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G,
+                                       OCB, ROWS, SPLITS, T)
         else:
             for item in prange(items):
-                _vector_depthwise_task(a, b, out, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CB,
-                                       OCB, ROWS, SPLITS)
+                _vector_depthwise_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G,
+                                       CB, OCB, ROWS, SPLITS)
 
     return drive
 

@@ -32,7 +32,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..jit import kernel_jit
+from ..jit import kernel_jit, task_jit
 from . import layout, target
 from .simd import (stream_fence, tile_fma, tile_fma_groups, tile_fma_lanes, tile_load, tile_relu,
                    tile_scatter, tile_store, tile_stream)
@@ -859,11 +859,11 @@ NESTS = ("grouped", "depthwise", "dense", "dense_edge", "depthwise_planar",
          "depthwise_vector", "grouped_lanes")
 #: The nests that run specialized only (their tile sizes are types).
 SPECIALIZED_ONLY = ("dense_vector", "grouped_vector", "depthwise_vector", "grouped_lanes")
-# Inlined into the drivers.  Module globals, not closure variables: Numba's
-# disk cache can only key closures over plain values.
+# Called by the drivers (see :func:`~numbaconv.jit.task_jit`).  Module globals,
+# not closure variables: Numba's disk cache can only key closures over plain values.
 (_grouped, _depthwise, _dense, _dense_edge, _depthwise_planar, _grouped_shifted,
  _depthwise_edge, _dense_vector, _depthwise_vector) = (
-    njit(inline="always")(task)
+    task_jit(fastmath=_CONTRACT)(task)
     for task in (_grouped_task, _depthwise_task, _dense_task, _dense_edge_task,
                  _depthwise_planar_task, _grouped_shifted_task, _depthwise_edge_task,
                  _dense_vector_task, _depthwise_vector_task))
@@ -879,34 +879,34 @@ def _generic_driver(NEST):
         # NEST is a constant: Numba prunes the other branches before compiling.
         if NEST == 0:
             for task in prange(tasks):
-                _grouped(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                         CF, RELU)
+                _grouped(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
+                         TW, CF, RELU)
         elif NEST == 1:
             H, W, OH, OW, xf, wf, outf = _flat_views(x, w, out)
             for task in prange(tasks):
-                _depthwise(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL,
-                           G, RELU)
+                _depthwise(xf, wf, b, outf, np.int64(task), H, W, OH, OW, KH, KW, SH, SW, DH, DW,
+                           PT, PL, G, RELU)
         elif NEST == 2:
             for task in prange(tasks):
-                _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                       CF, RELU)
+                _dense(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
+                       TW, CF, RELU)
         elif NEST == 3:
             for task in prange(tasks):
-                _dense_edge(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
-                            TW, CF, RELU)
+                _dense_edge(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
+                            COUT, TW, CF, RELU)
         elif NEST == 4:
             for task in prange(tasks):
-                _depthwise_planar(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                                  COUT, TW, CF, RELU)
+                _depthwise_planar(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G,
+                                  CIN, COUT, TW, CF, RELU)
         elif NEST == 5:
             for task in prange(tasks):
-                _grouped_shifted(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                                 COUT, TW, CF, RELU)
+                _grouped_shifted(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G,
+                                 CIN, COUT, TW, CF, RELU)
         else:
             H, W, OH, OW, xf, wf, outf = _flat_views(x, w, out)
             for task in prange(tasks):
-                _depthwise_edge(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT,
-                                PL, G, RELU)
+                _depthwise_edge(xf, wf, b, outf, np.int64(task), H, W, OH, OW, KH, KW, SH, SW, DH,
+                                DW, PT, PL, G, RELU)
 
     return drive
 
@@ -1095,25 +1095,25 @@ def specialized_kernel(nest, spec, relu):
     def drive(x, w, b, out, tasks):
         if NEST == 0:
             for task in prange(tasks):
-                _grouped(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                         CF, RELU)
+                _grouped(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
+                         TW, CF, RELU)
         elif NEST == 1:
             H, W, OH, OW, xf, wf, outf = _flat_views(x, w, out)
             for task in prange(tasks):
-                _depthwise(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL,
-                           G, RELU)
+                _depthwise(xf, wf, b, outf, np.int64(task), H, W, OH, OW, KH, KW, SH, SW, DH, DW,
+                           PT, PL, G, RELU)
         elif NEST == 2:
             for task in prange(tasks):
-                _dense(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW,
-                       CF, RELU)
+                _dense(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
+                       TW, CF, RELU)
         elif NEST == 4:
             for task in prange(tasks):
-                _depthwise_planar(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                                  COUT, TW, CF, RELU)
+                _depthwise_planar(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G,
+                                  CIN, COUT, TW, CF, RELU)
         else:
             for task in prange(tasks):
-                _grouped_shifted(x, w, b, out, task, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                                 COUT, TW, CF, RELU)
+                _grouped_shifted(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G,
+                                 CIN, COUT, TW, CF, RELU)
 
     def run(x, w, b, out, spec, relu):
         b = pack_bias(nest, b)
@@ -1137,8 +1137,9 @@ def _vector_kernel(nest, spec, RELU):
     @kernel_jit(parallel=True, fastmath=_CONTRACT)
     def drive(x, w, b, out, tasks):
         for task in prange(tasks):
-            _dense_vector(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, XC, GW, COUT, V, L,
-                          WIDE, NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, IN_LANE, CF, RELU)
+            _dense_vector(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, CIN, XC, GW, COUT,
+                          V, L, WIDE, NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, IN_LANE, CF,
+                          RELU)
 
     def run(x, w, b, out, spec, relu):
         drive(x, w, pack_bias(nest, b), out, task_count(nest, spec))
@@ -1174,8 +1175,8 @@ def _depthwise_vector_kernel(spec, RELU):
     def drive(x, w, b, out, tasks, stream):
         H, W, OH, OW, xf, wf, outf = _flat_views(x, w, out)
         for task in prange(tasks):
-            _depthwise_vector(xf, wf, b, outf, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT,
-                              PL, C, L, EV, RELU, stream)
+            _depthwise_vector(xf, wf, b, outf, np.int64(task), H, W, OH, OW, KH, KW, SH, SW, DH, DW,
+                              PT, PL, C, L, EV, RELU, stream)
 
     def run(x, w, b, out, spec, relu):
         stream = (out.nbytes >= STREAM_MIN_BYTES
