@@ -87,3 +87,52 @@ def test_unwritable_cache_directory_warns_once_and_works(tmp_path):
     assert result.returncode == 0, result.stderr
     np.testing.assert_allclose([float(v) for v in result.stdout.split()], _want(), rtol=1e-12)
     assert result.stderr.count("will not be cached on disk") == 1
+
+
+def _task_driver(FLAG, SIZE):
+    """A parallel driver calling a task with two constants, as numbaconv's drivers do."""
+    from numba import njit, prange
+
+    from numbaconv.jit import task_jit
+
+    @task_jit()
+    def task(out, item, flag, size):
+        if flag:  # typable only when pruned: a string added to a float
+            out[item] = size * item
+        else:
+            out[item] = out[item] + "never typed"
+
+    @njit(parallel=True)
+    def drive(out):
+        for item in prange(out.shape[0]):
+            task(out, np.int64(item), FLAG, SIZE)
+
+    return task, drive
+
+
+def test_task_jit_makes_literal_arguments_constants():
+    task, drive = _task_driver(True, 3)
+    out = np.zeros(7)
+    drive(out)
+    np.testing.assert_array_equal(out, 3.0 * np.arange(7))
+    # One specialization: the constants typed as literals, the loop index as int64
+    # whether the parfor typed it signed or unsigned.
+    assert len(task.signatures) == 1
+    flag, size = task.signatures[0][2:]
+    assert (flag.literal_value, size.literal_value) == (True, 3)
+
+
+def test_task_jit_leaves_run_time_arguments_alone():
+    from numba.core.errors import TypingError
+
+    from numbaconv.jit import task_jit
+
+    @task_jit()
+    def task(out, flag):
+        if flag:
+            out[0] = 1.0
+        else:
+            out[0] = out[0] + "typed: the flag is not known"
+
+    with pytest.raises(TypingError):
+        task(np.zeros(1), True)  # from Python: a run-time bool, both branches typed
