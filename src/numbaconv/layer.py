@@ -73,13 +73,19 @@ def _unique_name(base):
 
 
 def _penalty_gradient(regularizer, value):
-    """``d regularizer(value) / d value`` (zero without a regularizer)."""
-    if regularizer is None:
-        return np.zeros_like(value)
+    """``d regularizer(value) / d value``."""
     if not hasattr(regularizer, "gradient"):
         raise NotImplementedError(f"{type(regularizer).__name__} has no gradient(): it cannot "
                                   "be trained here")
     return np.asarray(regularizer.gradient(value), dtype=value.dtype)
+
+
+def _weight_gradient(gradient, regularizer, value, dtype):
+    """A weight's gradient in ``dtype``: the convolution's ``gradient`` (a fresh array, handed
+    out as it is where it has the dtype) plus the regularizer's, if any."""
+    if regularizer is not None:
+        gradient = gradient + _penalty_gradient(regularizer, value)
+    return gradient.astype(dtype, copy=False)
 
 
 class Conv2D:
@@ -538,11 +544,10 @@ class Conv2D:
         self.grads = []
         if self.trainable:
             dtype = np.dtype(self.variable_dtype)
-            self.grads.append((grad_kernel + _penalty_gradient(self.kernel_regularizer, kernel))
-                              .astype(dtype))
+            self.grads.append(_weight_gradient(grad_kernel, self.kernel_regularizer, kernel,
+                                               dtype))
             if self.use_bias:
-                self.grads.append((grad_bias + _penalty_gradient(self.bias_regularizer, bias))
-                                  .astype(dtype))
+                self.grads.append(_weight_gradient(grad_bias, self.bias_regularizer, bias, dtype))
         return grad_x.astype(self.compute_dtype, copy=False)
 
     def __call__(self, inputs, training=None):
