@@ -294,6 +294,40 @@ def test_flipped_transposed_packed(dtype):
     assert not layout.flipped_transposed_packed(kernel, DENSE_BLOCK)[1]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("filters", [48, 70])
+def test_filter_blocks_packed(dtype, filters):
+    from numbaconv.cpu import layout
+    from numbaconv.cpu.direct import DENSE_BLOCK
+
+    kernel = np.random.default_rng(filters).standard_normal((3, 2, 5, filters)).astype(dtype)
+    packed, finite = layout.filter_blocks_packed(kernel, DENSE_BLOCK)
+    blocks = -(-filters // DENSE_BLOCK)  # 70 filters: 64, then 6 + zeros
+    want = np.zeros((blocks, 3, 2, 5, DENSE_BLOCK), dtype=dtype)
+    for i, j, c, o in np.ndindex(kernel.shape):
+        want[o // DENSE_BLOCK, i, j, c, o % DENSE_BLOCK] = kernel[i, j, c, o]
+    np.testing.assert_array_equal(packed, want)
+    assert finite
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = kernel.copy()
+        broken[2, 1, 4, filters - 1] = bad
+        assert not layout.filter_blocks_packed(broken, DENSE_BLOCK)[1]
+
+
+@pytest.mark.parametrize("small_kernel", [0, 1 << 60], ids=["parallel-nest", "numpy-copy"])
+def test_pack_weights_either_way(small_kernel, monkeypatch):
+    from numbaconv.cpu import direct, layout
+
+    monkeypatch.setattr(layout, "SMALL_KERNEL", small_kernel)
+    kernel = np.random.default_rng(5).standard_normal((3, 3, 7, 70)).astype(np.float32)
+    for nest in ("dense", "dense_vector"):
+        block = direct.filter_block(nest, kernel.dtype)
+        padded = np.zeros((3, 3, 7, -(-70 // block) * block), dtype=kernel.dtype)
+        padded[..., :70] = kernel
+        want = padded.reshape(3, 3, 7, -1, block).transpose(3, 0, 1, 2, 4)
+        np.testing.assert_array_equal(direct.pack_weights(nest, kernel), want)
+
+
 @pytest.mark.parametrize("strides, padding, dilation", [(1, "same", 1), (1, "valid", 2),
                                                         (2, "same", 1)])
 def test_input_gradient_from_the_kernel_packed_in_one_pass(strides, padding, dilation,

@@ -1138,3 +1138,33 @@ def test_nonfinite_weight_meets_zero_padding(data_format):
     out = numbaconv.conv2d(x, k, padding="same", data_format=data_format)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("filters", [16, 70])
+def test_large_kernel_packed_and_checked_in_one_pass(data_format, filters, monkeypatch,
+                                                     register_file):
+    """Every one-group kernel takes the one-pass packing and check (as large ones do): the
+    op, a layer (its packed form remembered until the weights change) and inf/NaN weights
+    meeting the padding's zeros (the AVX-512 dense nest skips padding taps unless told)."""
+    from numbaconv.cpu import layout
+
+    monkeypatch.setattr(layout, "SMALL_KERNEL", 0)
+    rng = np.random.default_rng(filters)
+    x = rng.standard_normal((2, 40, 41, 3))  # large: border pixels skip the padding's taps
+    if data_format == "channels_first":
+        x = x.transpose(0, 3, 1, 2)
+    k = rng.standard_normal((3, 3, 3, filters))
+    pads = (reference_same_pads(40, 3, 1, 1), reference_same_pads(41, 3, 1, 1))
+    layer = numbaconv.Conv2D(filters, 3, padding="same", data_format=data_format, use_bias=False,
+                             dtype="float64")
+    layer.build(x.shape)
+    for weights in (k, np.where(np.arange(k.size).reshape(k.shape) == 40, np.inf, k),
+                    np.where(np.arange(k.size).reshape(k.shape) == 7, np.nan, k)):
+        with np.errstate(invalid="ignore"):
+            want = reference_conv2d(x, weights, (1, 1), pads, (1, 1), data_format)
+        layer.set_weights([weights])
+        for out in (numbaconv.conv2d(x, weights, padding="same", data_format=data_format),
+                    layer(x), layer(x)):
+            np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+            np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)

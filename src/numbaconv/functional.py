@@ -99,6 +99,18 @@ def _all_finite(kernel):
     return bool(np.isfinite(kernel).all())
 
 
+def _pack_and_check(kernel, dtype):
+    """Pack a large one-group kernel for the dense layers' nest and check it for inf/NaN in
+    one pass (:func:`~numbaconv.cpu.layout.filter_blocks_packed`), remembered by ``kernel``
+    (a :class:`Snapshot`) as what :func:`convolve` derives otherwise in two: a 3x3 512→512
+    kernel took 2.2 ms instead of 3.2 (pack 2.2, check 1.0; with AVX2, 2 threads)."""
+    nest = "dense_vector" if vector_tiles_pay() else "dense"
+    if (nest, dtype) not in kernel._derived:
+        value = np.ascontiguousarray(kernel.value, dtype=dtype)
+        kernel._derived[(nest, dtype)], kernel._derived["all_finite"] = (
+            layout.filter_blocks_packed(value, filter_block(nest, dtype)))
+
+
 #: Target size of the per-thread copies of input images (padded, reordered or
 #: converted): a call copies this much at a time, at least one image.
 SCRATCH_BYTES = 8 << 20
@@ -208,7 +220,13 @@ def convolve(spec, x, kernel, bias, activation, hot):
         return np.empty(spec.output_shape, dtype=dtype)
     if isinstance(kernel, Variable):
         kernel = kernel.snapshot()  # one value for the whole call
-    finite = spec.pads == ((0, 0), (0, 0)) or _all_finite(kernel)  # only padding needs it
+    padded = spec.pads != ((0, 0), (0, 0))
+    if padded and spec.groups == 1 and not isinstance(kernel, _TransposedKernel):
+        if not isinstance(kernel, Snapshot) and kernel.size >= layout.SMALL_KERNEL:
+            kernel = Snapshot(kernel)  # this call's packed form and check, made together
+        if isinstance(kernel, Snapshot) and kernel.value.size >= layout.SMALL_KERNEL:
+            _pack_and_check(kernel, dtype)
+    finite = not padded or _all_finite(kernel)  # only padding needs it
     _, nest, run, run_spec, pads = plan(spec, relu, hot, finite_kernel=finite)
     b = np.zeros(spec.filters, dtype=dtype) if bias is None else np.array(bias, dtype=dtype)
 

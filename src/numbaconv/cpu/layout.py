@@ -343,6 +343,47 @@ def _flip_swap_pack(kernel, out):
     return non_finite
 
 
+@kernel_jit(parallel=True)
+def _pack_filter_blocks(kernel, out):
+    """``out[b, i, j, c, l] = kernel[i, j, c, b·L + l]``, zero past the filters.
+
+    Returns the number of inf/NaN values.  A task is one tap and block of
+    ``L`` filters: ``CIN`` runs of ``L`` contiguous values, read and written
+    in order (flat indices: a view per run would cost an atomic reference
+    count, which the threads contend for).
+    """
+    KH, KW, CIN, COUT = kernel.shape
+    blocks, L = out.shape[0], out.shape[4]
+    source, target = kernel.reshape(-1), out.reshape(-1)
+    zero = out.dtype.type(0)
+    non_finite = 0
+    for task in prange(KH * KW * blocks):
+        tap = task // blocks
+        b = task - tap * blocks
+        width = min(L, COUT - b * L)  # filters in this block
+        bad = 0
+        for c in range(CIN):
+            read = np.uint64((tap * CIN + c) * COUT + b * L)
+            write = np.uint64(((b * KH * KW + tap) * CIN + c) * L)
+            for lane in range(width):
+                value = source[read + np.uint64(lane)]
+                target[write + np.uint64(lane)] = value
+                bad += value - value != zero
+            for lane in range(width, L):
+                target[write + np.uint64(lane)] = zero
+        non_finite += bad
+    return non_finite
+
+
+def filter_blocks_packed(kernel, lanes):
+    """``kernel`` ``(KH, KW, CIN, COUT)`` in blocks of ``lanes`` filters, ``(blocks, KH, KW, CIN,
+    lanes)`` (the last padded with zero filters), in one parallel pass that also checks the
+    values.  Returns ``(packed, all_finite)``."""
+    kh, kw, cin, cout = kernel.shape
+    out = np.empty((-(-cout // lanes), kh, kw, cin, lanes), dtype=kernel.dtype)
+    return out, _pack_filter_blocks(np.ascontiguousarray(kernel), out) == 0
+
+
 def flipped_transposed_packed(kernel, lanes):
     """:func:`flipped_transposed_kernel` of a one-group kernel, packed as the dense nest reads it.
 
