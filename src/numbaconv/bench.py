@@ -387,9 +387,10 @@ _FIRST_CALL_SCRIPT = """
 import sys, time, numpy as np, numbaconv
 from numbaconv.bench import SUITE, Case
 if sys.argv[1] == "--shared":
-    # Layers unlike the suite's, one per nest, padded and not, both layouts:
-    # they compile the kernels every configuration shares.
-    cases = [Case("", 9, 5, 7, 3), Case("", 6, 64, 64, 3), Case("", 9, 6, 6, 3, groups=6),
+    # Layers unlike the suite's, one per nest, padded and not, both layouts, a kernel
+    # large enough for the parallel packing: they compile the kernels every configuration shares.
+    cases = [Case("", 9, 5, 7, 3), Case("", 6, 64, 64, 3), Case("", 5, 128, 128, 3),
+             Case("", 9, 6, 6, 3, groups=6),
              Case("", 9, 8, 8, 3, groups=2), Case("", 9, 5, 7, 3, data_format="channels_first"),
              Case("", 6, 64, 64, 3, data_format="channels_first"),
              Case("", 9, 6, 6, 3, groups=6, data_format="channels_first")]
