@@ -42,6 +42,13 @@ class Snapshot:
             self._derived[key] = compute(self.value)
         return self._derived[key]
 
+    def derived_together(self, keys, compute):
+        """``compute()``'s values, one per key of ``keys``, memoized for this value: forms
+        made together in one pass (a packed kernel and its inf/NaN check)."""
+        if any(key not in self._derived for key in keys):
+            self._derived.update(zip(keys, compute()))
+        return tuple(self._derived[key] for key in keys)
+
 
 class Variable(NDArrayOperatorsMixin):
     """A layer weight.
