@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from numba.core import types
 
 import numbaconv
 from reference import reference_conv2d
@@ -136,3 +137,91 @@ def test_task_jit_leaves_run_time_arguments_alone():
 
     with pytest.raises(TypingError):
         task(np.zeros(1), True)  # from Python: a run-time bool, both branches typed
+
+
+def _flagged_task():
+    """A task whose untaken branch cannot be typed, with one run-time and two constant arguments."""
+    from numbaconv.jit import task_jit
+
+    @task_jit()
+    def task(out, item, offset, flag, size):
+        if flag:
+            out[item] = size * item + offset
+        else:
+            out[item] = out[item] + "never typed"
+
+    return task
+
+
+def test_parallel_task_compiles_its_constants_as_literals():
+    from numbaconv.jit import ParallelTask
+
+    task = _flagged_task()
+    run = ParallelTask(task, (True, np.int64(3)))
+    out = np.zeros(7)
+    run(7, (out,), (0.5 > 0,))  # a bool run-time argument: typed as such, not as a literal
+    np.testing.assert_array_equal(out, 3.0 * np.arange(7) + 1)
+    run(5, (out,), (False,))  # a new run-time value, the same compiled task
+    np.testing.assert_array_equal(out, [0, 3, 6, 9, 12, 16, 19])
+    assert len(task.signatures) == 1
+    offset, flag, size = task.signatures[0][2:]
+    assert offset == types.boolean
+    assert (flag.literal_value, size.literal_value) == (True, 3)
+
+
+def test_parallel_task_compiles_again_for_other_array_types():
+    from numbaconv.jit import ParallelTask
+
+    task = _flagged_task()
+    run = ParallelTask(task, (True, 2))
+    strided = np.zeros(12)[::2]  # not contiguous: a task of its own, not the contiguous one
+    run(6, (strided,), (True,))
+    run(3, (np.zeros(3, np.float32),), (True,))
+    np.testing.assert_array_equal(strided, 2.0 * np.arange(6) + 1)
+    assert sorted(str(signature[0]) for signature in task.signatures) == [
+        "array(float32, 1d, C)", "array(float64, 1d, A)"]
+
+
+@pytest.mark.parametrize("constant", [1.5, "3", None])
+def test_parallel_task_rejects_constants_other_than_ints_and_bools(constant):
+    from numbaconv.jit import ParallelTask
+
+    with pytest.raises(TypeError, match="int or a bool"):
+        ParallelTask(_flagged_task(), (True, constant))
+
+
+
+_SPECIALIZED_SCRIPT = """
+import numpy as np, numbaconv
+from numba.core.registry import CPUDispatcher
+from numbaconv.cpu import direct
+x = np.arange(2 * 9 * 10 * 8, dtype=np.float32).reshape(2, 9, 10, 8) / 100
+k = np.linspace(-1, 1, 3 * 3 * 8 * 8, dtype=np.float32).reshape(3, 3, 8, 8)
+y = numbaconv.conv2d(x, k, padding="same")
+z = numbaconv.conv2d(x, k[:, :, :1], padding="same")  # depthwise: 8 groups
+tasks = [value for value in vars(direct).values() if isinstance(value, CPUDispatcher)]
+print(sum(sum(task.stats.cache_hits.values()) for task in tasks),
+      sum(sum(task.stats.cache_misses.values()) for task in tasks))
+print(*y.ravel()[::37], *z.ravel()[::37])
+"""
+
+
+@pytest.mark.slow  # two child processes compiling: ~30 s
+def test_specialized_tasks_load_from_the_disk_cache(tmp_path):
+    env = dict(os.environ, NUMBACONV_CACHE_DIR=str(tmp_path), NUMBACONV_SPECIALIZE="always")
+    runs = [subprocess.run([sys.executable, "-c", _SPECIALIZED_SCRIPT], env=env,
+                           capture_output=True, text=True, timeout=600) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    (hits, misses), (cached_hits, cached_misses) = (map(int, run.stdout.split()[:2])
+                                                    for run in runs)
+    assert hits == 0 and misses >= 2
+    assert cached_misses == 0 and cached_hits == misses  # every task from the cache
+    x = np.arange(2 * 9 * 10 * 8, dtype=np.float32).reshape(2, 9, 10, 8) / 100
+    k = np.linspace(-1, 1, 3 * 3 * 8 * 8, dtype=np.float32).reshape(3, 3, 8, 8)
+    pads = ((1, 1), (1, 1))
+    y = reference_conv2d(x, k, (1, 1), pads, (1, 1), "channels_last")
+    z = reference_conv2d(x, k[:, :, :1], (1, 1), pads, (1, 1), "channels_last")
+    want = np.concatenate([y.ravel()[::37], z.ravel()[::37]])
+    for run in runs:
+        np.testing.assert_allclose([float(v) for v in run.stdout.split()[2:]], want,
+                                   rtol=1e-5, atol=1e-5)

@@ -27,9 +27,9 @@ g(f)·CIN + c] · w[ki, kj, c, f]`` (channels_last, group ``g(f) = f // COUT``):
 
 All read channels_last arrays (channels_first data is reordered around
 them).  :func:`input_gradient` takes the geometry at run time (one
-compilation per dtype, cached on disk); the other nests are tasks of one
-table with a generic and a specialized driver, chosen as the forward's
-tiers are (:func:`numbaconv.dispatch.wants_specialized`).
+compilation per dtype, cached on disk); the other nests are tasks, run by a
+generic driver or specialized (:class:`~numbaconv.jit.ParallelTask`), chosen
+as the forward's tiers are (:func:`numbaconv.dispatch.wants_specialized`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..cache import kernel_cache
-from ..jit import kernel_jit, task_jit
+from ..jit import ParallelTask, kernel_jit, task_jit
 from . import direct, layout, target
 from .direct import _CONTRACT, _valid_range
 from .simd import (stream_fence, tile_accumulate, tile_fma, tile_fma_lanes, tile_fma_outer,
@@ -722,9 +722,8 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
             tile_store(grad, base + c, G, tile)
 
 
-#: The tasks by number, the drivers' compile-time selector.  Called by the
-#: drivers (see :func:`~numbaconv.jit.task_jit`); module globals so that Numba's
-#: disk cache keys the specialized closures by their integer constants only.
+#: The tasks by number, the generic drivers' compile-time selector (see
+#: :func:`~numbaconv.jit.task_jit`).
 (DENSE_KERNEL_GRADIENT, DEPTHWISE_KERNEL_GRADIENT, NARROW_INPUT_GRADIENT,
  SHIFTED_KERNEL_GRADIENT, DEPTHWISE_INPUT_GRADIENT, VECTOR_KERNEL_GRADIENT,
  VECTOR_DEPTHWISE_INPUT_GRADIENT, VECTOR_DEPTHWISE_KERNEL_GRADIENT,
@@ -772,79 +771,42 @@ def _generic_driver(TASK):
 
 
 _GENERIC = [_generic_driver(task) for task in range(5)]
+#: The tasks the generic drivers run, by number.
+_GENERIC_TASKS = (_dense_task, _depthwise_task, _narrow_task, _shifted_task, _depthwise_input_task)
 
 
-def _specialized_driver(arguments):
-    """A driver ``drive(a, b, out, items)`` with ``arguments`` (task number first) compiled in.
+def _specialized_task(arguments):
+    """Task ``arguments[0]`` as a :class:`~numbaconv.jit.ParallelTask`, the rest compiled in.
 
-    The constants are named inside each parallel loop, as in
-    :func:`numbaconv.cpu.direct.specialized_kernel`, so that LLVM sees them
-    there: the ``CB`` × ``OCB`` tiles unroll into registers (measured on
-    56²×64→64 3x3, N=8: 375-387 GFLOP/s against 59 for the generic driver).
+    Constants let LLVM unroll the ``CB`` × ``OCB`` tiles into registers
+    (measured on 56²×64→64 3x3, N=8: 375-387 GFLOP/s against 59 for the
+    generic driver).
     """
     TASK, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB, OCB, ROWS, SPLITS, CG = arguments
+    window = (KH, KW, SH, SW, DH, DW, PT, PL)
     V = direct.VECTOR_BLOCK_VECTORS  # the vector task's tile: V vectors of L lanes
     L = OCB // V
-    T = KH * KW + 1  # the depthwise window task's tile: its taps and the bias
-    NARROW_P = narrow_pixels(CIN)  # the narrow vector task's tile: pixels × channels
-    NARROW_R = CIN * NARROW_P
-
-    @kernel_jit(parallel=True, fastmath=_CONTRACT)
-    def drive(a, b, out, items):
-        if TASK == 0:
-            for item in prange(items):
-                _dense_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
-                            CB, OCB, ROWS, SPLITS, CG)
-        elif TASK == 1:
-            for item in prange(items):
-                _depthwise_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                                COUT, CB, OCB, ROWS, SPLITS, CG)
-        elif TASK == 2:
-            for item in prange(items):
-                _narrow_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                             COUT, CB, OCB, ROWS, SPLITS, CG)
-        elif TASK == 3:
-            for item in prange(items):
-                _shifted_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                              COUT, CB, OCB, ROWS, SPLITS, CG)
-        elif TASK == 4:
-            for item in prange(items):
-                _depthwise_input_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G,
-                                      CIN, COUT, CB, OCB, ROWS, SPLITS, CG)
-        elif TASK == 5:  # the vector tasks: specialized only (their tile sizes are types)
-            for item in prange(items):
-                _vector_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                             COUT, CB, OCB, ROWS, SPLITS, CG, V, L, False)
-        elif TASK == 8:
-            for item in prange(items):
-                _vector_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                             COUT, CB, OCB, ROWS, SPLITS, CG, V, L, True)
-        elif TASK == 6:
-            for item in prange(items):
-                _vector_depthwise_input_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT,
-                                             PL, G, CB, OCB, ROWS)
-        elif TASK == 10:
-            for item in prange(items):
-                _vector_narrow_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, CIN,
-                                    COUT, OCB, NARROW_P, NARROW_R)
-        elif TASK == 9:
-            for item in prange(items):
-                _window_depthwise_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G,
-                                       OCB, ROWS, SPLITS, T)
-        else:
-            for item in prange(items):
-                _vector_depthwise_task(a, b, out, np.int64(item), KH, KW, SH, SW, DH, DW, PT, PL, G,
-                                       CB, OCB, ROWS, SPLITS)
-
-    return drive
+    if TASK < len(_GENERIC_TASKS):
+        return ParallelTask(_GENERIC_TASKS[TASK], arguments[1:])
+    if TASK in (VECTOR_KERNEL_GRADIENT, LANES_KERNEL_GRADIENT):
+        return ParallelTask(_vector_task, arguments[1:] + (V, L, TASK == LANES_KERNEL_GRADIENT))
+    if TASK == VECTOR_DEPTHWISE_INPUT_GRADIENT:
+        return ParallelTask(_vector_depthwise_input_task, window + (G, CB, OCB, ROWS))
+    if TASK == VECTOR_NARROW_INPUT_GRADIENT:
+        pixels = narrow_pixels(CIN)  # the tile: pixels × channels
+        return ParallelTask(_vector_narrow_task, window + (CIN, COUT, OCB, pixels, CIN * pixels))
+    if TASK == WINDOW_DEPTHWISE_KERNEL_GRADIENT:
+        taps = KH * KW + 1  # the tile: the window's taps and the bias
+        return ParallelTask(_window_depthwise_task, window + (G, OCB, ROWS, SPLITS, taps))
+    return ParallelTask(_vector_depthwise_task, window + (G, CB, OCB, ROWS, SPLITS))
 
 
 def _run(arguments, items, a, b, out, specialized):
-    """Run task ``arguments[0]`` over ``items``, by the specialized or the generic driver."""
+    """Run task ``arguments[0]`` over ``items``, specialized or by the generic driver."""
     if specialized:
-        drive = kernel_cache.get(("cpu", "backward", "specialized", arguments),
-                                 lambda: _specialized_driver(arguments))
-        drive(a, b, out, items)
+        task = kernel_cache.get(("cpu", "backward", "specialized", arguments),
+                                lambda: _specialized_task(arguments))
+        task(items, (a, b, out))
     else:
         _GENERIC[arguments[0]](a, b, out, items, *arguments[1:])
 

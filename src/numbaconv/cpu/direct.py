@@ -6,14 +6,11 @@ or one row of a filter block), and driven two ways:
 * **generic** — geometry passed at run time: one compilation per nest and
   dtype (cached on disk, see :mod:`numbaconv.jit`), serving one-off calls and any
   configuration without further compile cost;
-* **specialized** — the driver is a closure whose geometry (kernel size,
-  strides, dilation, padding, channel counts, tile width) are closure
-  constants, referenced inside the parallel loop, so LLVM sees them as
-  constants in the loop body: known trip counts, unrolled and vectorized
-  tiles (several times faster, at ~1-2 s of compilation per configuration).
-  Values computed *outside* a ``prange`` loop reach its body as run-time
-  parameters, which is why the task bodies derive everything they need
-  themselves.
+* **specialized** — the task compiled with its geometry (kernel size,
+  strides, dilation, padding, channel counts, tile width) as constants
+  (:class:`~numbaconv.jit.ParallelTask`), so LLVM sees known trip counts and
+  unrolls and vectorizes the tiles (several times faster, at ~1-2 s of
+  compilation per configuration).
 
 The nests assume what :mod:`numbaconv.functional` guarantees: C-contiguous
 arrays of one float dtype, shapes consistent with a validated
@@ -32,7 +29,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..jit import kernel_jit, task_jit
+from ..jit import ParallelTask, kernel_jit, task_jit
 from . import layout, target
 from .simd import (stream_fence, tile_fma, tile_fma_groups, tile_fma_lanes, tile_load, tile_relu,
                    tile_scatter, tile_store, tile_stream)
@@ -699,24 +696,26 @@ def _depthwise_vector_pixel(x, w, b, out, n, oh, ow, H, W, OH, OW, KH, KW, SH, S
         tile_store(out, out_at + c, 0, total)
 
 
-def _depthwise_vector_task(x, w, b, out, task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL,
-                           C, L, EV, RELU, stream):
+def _depthwise_vector_task(x, w, b, out, task, H, W, OH, OW, stream, KH, KW, SH, SW, DH, DW,
+                           PT, PL, C, L, EV, RELU):
     """:func:`_depthwise_task` in explicit vectors (:mod:`.simd`), ``C`` a multiple of ``L``.
 
     Specialized only.  The tile is 2 rows × 4 pixels × one vector of ``L``
     channels (8 sums and a weight vector in registers; each input vector is
     read once, as an operand of its multiply-add), over the channels vector
     by vector; rows pair and tiles shift as in :func:`_depthwise_task`.  The
-    border pixels are computed here too, ``EV`` vectors of channels at a time
-    (a generic edge pass took 15% of 112²×32 at N=8 and 45% of 14²×576).
-    With ``stream`` the tiles are stored non-temporally
-    (:func:`~.simd.tile_stream`: ``out`` 64-byte aligned): a depthwise layer
-    moves ~8 bytes per 18 flops, and a plain store first reads the line it
-    overwrites.  Measured with AVX2 (2 threads, kernel alone, GFLOP/s, the
-    loop-vectorized nest → this one): 112²×32 N=1 48 → 56, N=8 34 → 43
-    (streamed); 14²×576 N=1 32 → 48, N=8 28 → 35.  Compiling a configuration
-    takes 4.7 s (8-9 s when the drivers inlined their tasks), of which the
-    border pixels ~1 s.
+    border pixels are computed here too, ``EV`` vectors of channels at a
+    time, while their rows are in cache.  Left to a pass with the geometry at
+    run time, compiled once for all configurations, they would save ~1 s of
+    each configuration's compilation, but the layers took 29-48% longer at
+    N=1 and up to 13% at N=8 (23-47% at N=1 with that pass run in the same
+    parallel loop, right after each row's tiles).  With ``stream`` the tiles are
+    stored non-temporally (:func:`~.simd.tile_stream`: ``out`` 64-byte
+    aligned): a depthwise layer moves ~8 bytes per 18 flops, and a plain
+    store first reads the line it overwrites.  Measured with AVX2 (2
+    threads, kernel alone, GFLOP/s, the loop-vectorized nest → this one):
+    112²×32 N=1 48 → 56, N=8 34 → 43 (streamed); 14²×576 N=1 32 → 48, N=8
+    28 → 35.
     """
     ROWS, COLS = DEPTHWISE_TILE
     n, oh, rows, _, _, _ = _depthwise_rows(task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL)
@@ -864,8 +863,8 @@ NESTS = ("grouped", "depthwise", "dense", "dense_edge", "depthwise_planar",
          "depthwise_vector", "grouped_lanes")
 #: The nests that run specialized only (their tile sizes are types).
 SPECIALIZED_ONLY = ("dense_vector", "grouped_vector", "depthwise_vector", "grouped_lanes")
-# Called by the drivers (see :func:`~numbaconv.jit.task_jit`).  Module globals,
-# not closure variables: Numba's disk cache can only key closures over plain values.
+# Called by the generic drivers and, specialized, by ParallelTask (see
+# :func:`~numbaconv.jit.task_jit`).
 (_grouped, _depthwise, _dense, _dense_edge, _depthwise_planar, _grouped_shifted,
  _depthwise_edge, _dense_vector, _depthwise_vector) = (
     task_jit(fastmath=_CONTRACT)(task)
@@ -918,6 +917,9 @@ def _generic_driver(NEST):
 
 _GENERIC = {name: _generic_driver(index) for index, name in enumerate(NESTS)
             if name not in SPECIALIZED_ONLY}
+#: The tasks the specialized runners of the one-group and grouped nests call.
+_SPECIALIZED_TASKS = {"grouped": _grouped, "dense": _dense, "depthwise_planar": _depthwise_planar,
+                      "grouped_shifted": _grouped_shifted}
 
 def largest_tile():
     """The most output pixels a tile of the dense nests takes on this CPU (2 to 4)."""
@@ -1074,58 +1076,51 @@ def generic_kernel(nest):
 def specialized_kernel(nest, spec, relu):
     """A runner ``run(x, w, b, out, spec, relu)`` of ``nest`` with ``spec``'s geometry compiled in.
 
-    ``w`` is packed by :func:`pack_weights` for this nest.
-    The geometry and ``relu`` (fused rectification) are closure constants
-    used inside the parallel loop, so the runner serves only specs with the
-    same :func:`kernel_arguments` (it ignores the geometry of its ``spec``
+    ``w`` is packed by :func:`pack_weights` for this nest.  The geometry and
+    ``relu`` (fused rectification) are the constants of a
+    :class:`~numbaconv.jit.ParallelTask`, so the runner serves only specs with
+    the same :func:`kernel_arguments` (it ignores the geometry of its ``spec``
     argument but takes the task count from it).  Nothing is compiled until
     the first call.
     """
     if nest in _EDGES.values():  # border passes run generic only (see _finish)
         raise ValueError(f"The edge nest {nest!r} has no specialized driver")
-    NEST = NESTS.index(nest)
-    KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, TW, CF = kernel_arguments(nest, spec)
     RELU = bool(relu)
     if nest in VECTOR_SHAPES:
         return _vector_kernel(nest, spec, RELU)
     if nest == "depthwise_vector":
         return _depthwise_vector_kernel(spec, RELU)
+    geometry = kernel_arguments(nest, spec)
+    if nest == "depthwise":
+        task = ParallelTask(_depthwise, geometry[:9] + (RELU,))
 
-    # The generic driver's branches (less the edge nests), on purpose: the constants must
-    # be named inside each prange body.  Passing them to a shared inlined
-    # driver makes them parameters of the outlined parallel loop, which
-    # Numba compiles without them as constants (measured: 3x slower).
+        def run(x, w, b, out, spec, relu):
+            arrays, sizes = _flat_arrays(x, w, pack_bias(nest, b), out)
+            task(task_count(nest, spec), arrays, sizes)
+            _finish(nest, x, w, b, out, spec, relu)
 
-    @kernel_jit(parallel=True, fastmath=_CONTRACT)
-    def drive(x, w, b, out, tasks):
-        if NEST == 0:
-            for task in prange(tasks):
-                _grouped(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
-                         TW, CF, RELU)
-        elif NEST == 1:
-            H, W, OH, OW, xf, wf, outf = _flat_views(x, w, out)
-            for task in prange(tasks):
-                _depthwise(xf, wf, b, outf, np.int64(task), H, W, OH, OW, KH, KW, SH, SW, DH, DW,
-                           PT, PL, G, RELU)
-        elif NEST == 2:
-            for task in prange(tasks):
-                _dense(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT,
-                       TW, CF, RELU)
-        elif NEST == 4:
-            for task in prange(tasks):
-                _depthwise_planar(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G,
-                                  CIN, COUT, TW, CF, RELU)
-        else:
-            for task in prange(tasks):
-                _grouped_shifted(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, PT, PL, G,
-                                 CIN, COUT, TW, CF, RELU)
+        return run
+
+    task = ParallelTask(_SPECIALIZED_TASKS[nest], geometry + (RELU,))
 
     def run(x, w, b, out, spec, relu):
         b = pack_bias(nest, b)
-        drive(x, w, b, out, task_count(nest, spec))
+        task(task_count(nest, spec), (x, w, b, out))
         _finish(nest, x, w, b, out, spec, relu)
 
     return run
+
+
+def _flat_arrays(x, w, b, out):
+    """``((x, w, b, out) flat, (H, W, OH, OW))``: the depthwise tasks' arrays and image sizes.
+
+    The depthwise nests index flat arrays: views of the C-contiguous arrays
+    (a copy of ``out`` would lose what the tasks write).
+    """
+    if not out.flags.c_contiguous:
+        raise ValueError("The depthwise nests write into a C-contiguous output only")
+    return ((x.reshape(-1), w.reshape(-1), b, out.reshape(-1)),
+            (x.shape[1], x.shape[2], out.shape[1], out.shape[2]))
 
 
 def _vector_kernel(nest, spec, RELU):
@@ -1138,16 +1133,12 @@ def _vector_kernel(nest, spec, RELU):
     WIDE, NARROW, WIDE_TILES, NARROW_TILES = row_tiles(nest, spec)
     BLOCK_MAJOR = block_major(nest, spec)
     IN_LANE = nest == "grouped_lanes"
-
-    @kernel_jit(parallel=True, fastmath=_CONTRACT)
-    def drive(x, w, b, out, tasks):
-        for task in prange(tasks):
-            _dense_vector(x, w, b, out, np.int64(task), KH, KW, SH, SW, DH, DW, CIN, XC, GW, COUT,
-                          V, L, WIDE, NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, IN_LANE, CF,
-                          RELU)
+    task = ParallelTask(_dense_vector, (KH, KW, SH, SW, DH, DW, CIN, XC, GW, COUT, V, L, WIDE,
+                                        NARROW, WIDE_TILES, NARROW_TILES, BLOCK_MAJOR, IN_LANE,
+                                        CF, RELU))
 
     def run(x, w, b, out, spec, relu):
-        drive(x, w, pack_bias(nest, b), out, task_count(nest, spec))
+        task(task_count(nest, spec), (x, w, pack_bias(nest, b), out))
 
     return run
 
@@ -1175,17 +1166,12 @@ def _depthwise_vector_kernel(spec, RELU):
     KH, KW, SH, SW, DH, DW, PT, PL, C, _, _, _, _ = kernel_arguments("depthwise_vector", spec)
     L = vector_lanes(spec.dtype)
     EV = next(vectors for vectors in (4, 2, 1) if C % (vectors * L) == 0)
-
-    @kernel_jit(parallel=True, fastmath=_CONTRACT)
-    def drive(x, w, b, out, tasks, stream):
-        H, W, OH, OW, xf, wf, outf = _flat_views(x, w, out)
-        for task in prange(tasks):
-            _depthwise_vector(xf, wf, b, outf, np.int64(task), H, W, OH, OW, KH, KW, SH, SW, DH, DW,
-                              PT, PL, C, L, EV, RELU, stream)
+    task = ParallelTask(_depthwise_vector, (KH, KW, SH, SW, DH, DW, PT, PL, C, L, EV, RELU))
 
     def run(x, w, b, out, spec, relu):
         stream = (out.nbytes >= STREAM_MIN_BYTES
                   and layout.address(out) % layout.ALIGNMENT == 0)
-        drive(x, w, b, out, task_count("depthwise_vector", spec), stream)
+        arrays, sizes = _flat_arrays(x, w, b, out)
+        task(task_count("depthwise_vector", spec), arrays, sizes + (stream,))
 
     return run
