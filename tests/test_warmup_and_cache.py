@@ -174,12 +174,19 @@ def test_parallel_task_compiles_again_for_other_array_types():
 
     task = _flagged_task()
     run = ParallelTask(task, (True, 2))
-    strided = np.zeros(12)[::2]  # not contiguous: a task of its own, not the contiguous one
+    contiguous = np.zeros(6)
+    run(6, (contiguous,), (True,))
+    strided = np.zeros(12)[::2]  # not contiguous: a task of its own, not the last call's
     run(6, (strided,), (True,))
-    run(3, (np.zeros(3, np.float32),), (True,))
-    np.testing.assert_array_equal(strided, 2.0 * np.arange(6) + 1)
-    assert sorted(str(signature[0]) for signature in task.signatures) == [
-        "array(float32, 1d, C)", "array(float64, 1d, A)"]
+    single = np.zeros(3, np.float32)
+    run(3, (single,), (True,))
+    run(3, (single,), (np.int32(2),))  # an int32 offset: another task, reading an int32
+    for out in (contiguous, strided):
+        np.testing.assert_array_equal(out, 2.0 * np.arange(6) + 1)
+    np.testing.assert_array_equal(single, 2.0 * np.arange(3) + 2)
+    assert sorted((str(signature[0]), str(signature[2])) for signature in task.signatures) == [
+        ("array(float32, 1d, C)", "bool"), ("array(float32, 1d, C)", "int32"),
+        ("array(float64, 1d, A)", "bool"), ("array(float64, 1d, C)", "bool")]
 
 
 @pytest.mark.parametrize("constant", [1.5, "3", None])

@@ -1,11 +1,17 @@
 """How numbaconv compiles: ``kernel_jit``, parallel tasks, and the on-disk cache.
 
-Compiled kernels are cached on disk by Numba so that a configuration compiled
-once costs well under a second in later processes.  The location is
-``$NUMBACONV_CACHE_DIR`` when set, else Numba's own choice (``__pycache__``
-beside the sources, or a per-user directory).  ``NUMBACONV_CACHE_DIR=""``
-turns the disk cache off.  When no writable location exists, kernels still
-work, compiled in memory, and one warning says so.
+A loop nest is a *task* (:func:`task_jit`), the body of a parallel loop: the
+generic drivers call it with the geometry at run time, a
+:class:`ParallelTask` compiles it with the geometry as constants and runs it
+through a parallel loop shared by all tasks.
+
+Compiled kernels and tasks are cached on disk by Numba so that a
+configuration compiled once costs well under a second in later processes.
+The location is ``$NUMBACONV_CACHE_DIR`` when set, else Numba's own choice
+(``__pycache__`` beside the sources, or a per-user directory).
+``NUMBACONV_CACHE_DIR=""`` turns the disk cache off.  When no writable
+location exists, kernels still work, compiled in memory, and one warning
+says so.
 """
 
 from __future__ import annotations
@@ -270,20 +276,42 @@ class ParallelTask:
         self._task = task
         self._constants = tuple(_scalar(value) for value in constants)
         self._addresses = {}
+        self._last = None  # (key, compiled) of the last call on C-contiguous arrays
 
     def __call__(self, items, arrays, run_time=()):
         """Run the task for ``item`` in ``range(items)`` on ``arrays`` and ``run_time`` scalars."""
-        arrays = tuple(arrays)
-        # The run-time scalars' Python types are in the key: an np.int32 compiles a task
-        # taking an int32 (passing it where an int64 is read would be wrong).
-        key = (tuple([(array.dtype, array.ndim, array.flags.c_contiguous) for array in arrays]),
-               tuple(map(type, run_time)))
         arguments = tuple(run_time) + self._constants
-        compiled = self._addresses.get(key)
+        compiled = self._last_compiled(arrays, run_time)
         if compiled is None:
-            compiled = self._addresses[key] = self._compile(arrays, run_time, arguments)
+            # The run-time scalars' Python types are in the key: an np.int32 compiles a task
+            # taking an int32 (passing it where an int64 is read would be wrong).
+            key = (tuple([(array.dtype, array.ndim, array.flags.c_contiguous)
+                          for array in arrays]), tuple(map(type, run_time)))
+            compiled = self._addresses.get(key)
+            if compiled is None:
+                compiled = self._addresses[key] = self._compile(arrays, run_time, arguments)
+            if all(contiguous for _, _, contiguous in key[0]):
+                self._last = key, compiled
         address, entry_point = compiled
-        entry_point(address, arrays, items, arguments)
+        entry_point(address, tuple(arrays), items, arguments)
+
+    def _last_compiled(self, arrays, run_time):
+        """The last call's compiled task if these arguments have its types, else None.
+
+        The usual call, checked without building and hashing a key (~2 µs).
+        """
+        if self._last is None:
+            return None
+        (kinds, scalar_types), compiled = self._last
+        if len(arrays) != len(kinds) or len(run_time) != len(scalar_types):
+            return None
+        for array, (dtype, ndim, _) in zip(arrays, kinds):
+            if array.dtype is not dtype or array.ndim != ndim or not array.flags.c_contiguous:
+                return None
+        for value, scalar_type in zip(run_time, scalar_types):
+            if type(value) is not scalar_type:
+                return None
+        return compiled
 
     def _compile(self, arrays, run_time, arguments):
         """``(address, driver)``: the task compiled for these arguments, constants as literals,

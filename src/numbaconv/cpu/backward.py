@@ -197,7 +197,7 @@ def _vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, 
     group by group (:func:`~.simd.tile_fma_spread`).  The loops over chunks, taps and rows are
     those of :func:`_kernel_gradient_tiles`, written out again: the tile's
     sizes are types, so its code cannot sit in a branch of the generic
-    driver's task (Numba types every branch), and the loop nest's own
+    task (Numba types every branch), and the loop nest's own
     tiles are what LLVM keeps in registers only as written there.
     """
     H, W, XC = x.shape[1], x.shape[2], x.shape[3]
@@ -873,7 +873,7 @@ def _shifted(spec):
 def kernel_gradient_plan(spec, threads, specialized=False):
     """How the kernel gradient of ``spec`` is tiled and split into ``threads`` parallel items.
 
-    ``specialized``: for the specialized driver, which runs dense and
+    ``specialized``: for the specialized tasks, which run dense and
     grouped layers on CPUs without AVX-512 in tiles of explicit vectors
     (:func:`_vector_kernel_gradient_task`).
 
@@ -966,8 +966,8 @@ def kernel_gradient_plan(spec, threads, specialized=False):
 def kernel_gradient(spec, x, gy, specialized, threads=None):
     """The kernel gradient ``(KH, KW, CIN, filters)`` of ``spec`` from channels_last ``x`` and ``gy``.
 
-    ``specialized`` runs a driver compiled for the configuration (cached in
-    :data:`numbaconv.cache.kernel_cache`), else the generic one.  The work
+    ``specialized`` runs tasks compiled for the configuration (cached in
+    :data:`numbaconv.cache.kernel_cache`), else the generic driver.  The work
     is split for ``threads`` (default: Numba's thread count).
     """
     return _kernel_gradients(spec, x, gy, specialized, threads)[0]

@@ -856,8 +856,8 @@ def _flat_views(x, w, out):
             out.reshape(-1))
 
 
-#: The nests by name, in the order of their compile-time selector (the vector
-#: nests, specialized only, have their own driver: :func:`_vector_kernel`).
+#: The nests by name, in the order of the generic driver's compile-time selector
+#: (the vector nests run specialized only: :func:`_vector_kernel`).
 NESTS = ("grouped", "depthwise", "dense", "dense_edge", "depthwise_planar",
          "grouped_shifted", "depthwise_edge", "dense_vector", "grouped_vector",
          "depthwise_vector", "grouped_lanes")
