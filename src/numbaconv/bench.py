@@ -391,7 +391,7 @@ if sys.argv[1] == "--shared":
     # large enough for the parallel packing: they compile the kernels every configuration
     # shares (the parallel loop that runs the specialized tasks, per argument types too).
     cases = [Case("", 9, 5, 7, 3), Case("", 6, 64, 64, 3), Case("", 5, 128, 128, 3),
-             Case("", 9, 6, 6, 3, groups=6), Case("", 9, 16, 16, 3, groups=16),
+             Case("", 9, 6, 6, 3, groups=6), Case("", 32, 128, 128, 3, groups=128),
              Case("", 9, 8, 8, 3, groups=2), Case("", 9, 5, 7, 3, data_format="channels_first"),
              Case("", 6, 64, 64, 3, data_format="channels_first"),
              Case("", 9, 6, 6, 3, groups=6, data_format="channels_first")]
