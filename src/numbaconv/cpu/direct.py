@@ -1115,7 +1115,8 @@ def _flat_arrays(x, w, b, out):
     """``((x, w, b, out) flat, (H, W, OH, OW))``: the depthwise tasks' arrays and image sizes.
 
     The depthwise nests index flat arrays: views of the C-contiguous arrays
-    (a copy of ``out`` would lose what the tasks write).
+    (a copy of ``out`` would lose what the tasks write).  The generic
+    drivers make the same views in compiled code (:func:`_flat_views`).
     """
     if not out.flags.c_contiguous:
         raise ValueError("The depthwise nests write into a C-contiguous output only")
