@@ -21,7 +21,7 @@ import threading
 import warnings
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, typeof
 from numba.core import caching, cgutils, ir, types
 from numba.core.registry import cpu_target
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
@@ -298,7 +298,7 @@ class ParallelTask:
     def _last_compiled(self, arrays, run_time):
         """The last call's compiled task if these arguments have its types, else None.
 
-        The usual call, checked without building and hashing a key (~2 µs).
+        The usual call, checked without building and hashing a key (2 µs more).
         """
         if self._last is None:
             return None
@@ -317,8 +317,6 @@ class ParallelTask:
         """``(address, driver)``: the task compiled for these arguments, constants as literals,
         and the shared driver's compiled entry point for their types (called directly: it
         skips the dispatcher's typing of two tuples, ~1 µs a call)."""
-        from numba import typeof
-
         # The types the key tells apart: C-contiguous or any layout ('A'), readonly or not alike.
         array_types = tuple(types.Array(typeof(array).dtype, array.ndim,
                                         "C" if array.flags.c_contiguous else "A")
