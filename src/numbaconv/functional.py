@@ -121,6 +121,7 @@ SCRATCH_BYTES = 8 << 20
 
 
 @functools.cache
+@functools.cache
 def _physical_memory():
     """Bytes of physical memory, or 2**48 where the platform does not say (asked once)."""
     try:

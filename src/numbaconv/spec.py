@@ -395,9 +395,9 @@ class ConvSpec:
             return (self.batch, self.height, self.width, self.in_channels)
         return (self.batch, self.in_channels, self.height, self.width)
 
-    @property
+    @functools.cached_property
     def output_shape(self):
-        """Output shape in this spec's layout."""
+        """Output shape in this spec's layout (computed once, as :attr:`output_hw`)."""
         out_h, out_w = self.output_hw
         if self.data_format == "channels_last":
             return (self.batch, out_h, out_w, self.filters)
