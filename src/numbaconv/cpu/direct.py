@@ -917,9 +917,9 @@ def _generic_driver(NEST):
 
 _GENERIC = {name: _generic_driver(index) for index, name in enumerate(NESTS)
             if name not in SPECIALIZED_ONLY}
-#: The tasks the specialized runners of the one-group and grouped nests call.
-_SPECIALIZED_TASKS = {"grouped": _grouped, "dense": _dense, "depthwise_planar": _depthwise_planar,
-                      "grouped_shifted": _grouped_shifted}
+#: The tasks :func:`specialized_kernel` runs (the vector nests have runners of their own).
+_SPECIALIZED_TASKS = {"grouped": _grouped, "depthwise": _depthwise, "dense": _dense,
+                      "depthwise_planar": _depthwise_planar, "grouped_shifted": _grouped_shifted}
 
 def largest_tile():
     """The most output pixels a tile of the dense nests takes on this CPU (2 to 4)."""
@@ -1091,21 +1091,13 @@ def specialized_kernel(nest, spec, relu):
     if nest == "depthwise_vector":
         return _depthwise_vector_kernel(spec, RELU)
     geometry = kernel_arguments(nest, spec)
-    if nest == "depthwise":
-        task = ParallelTask(_depthwise, geometry[:9] + (RELU,))
-
-        def run(x, w, b, out, spec, relu):
-            arrays, sizes = _flat_arrays(x, w, pack_bias(nest, b), out)
-            task(task_count(nest, spec), arrays, sizes)
-            _finish(nest, x, w, b, out, spec, relu)
-
-        return run
-
-    task = ParallelTask(_SPECIALIZED_TASKS[nest], geometry + (RELU,))
+    flat = nest == "depthwise"  # its task reads flat arrays and only the window's geometry
+    task = ParallelTask(_SPECIALIZED_TASKS[nest], (geometry[:9] if flat else geometry) + (RELU,))
 
     def run(x, w, b, out, spec, relu):
         b = pack_bias(nest, b)
-        task(task_count(nest, spec), (x, w, b, out))
+        arrays, sizes = _flat_arrays(x, w, b, out) if flat else ((x, w, b, out), ())
+        task(task_count(nest, spec), arrays, sizes)
         _finish(nest, x, w, b, out, spec, relu)
 
     return run
