@@ -219,7 +219,7 @@ def test_strided_depthwise_input_gradient(strides, padding, dilation, size, chan
     kernel = rng.standard_normal((size, size, 1, channels))
     spec = ConvSpec.from_arguments(x.shape, kernel.shape, strides, padding, "channels_last",
                                    dilation, "float64")
-    assert backward.is_strided_depthwise(spec)
+    assert backward.gathers_depthwise_input_gradient(spec, specialized)
     weights = rng.standard_normal(spec.output_shape)
 
     def loss():  # linear in x: its gradient is the input gradient of ``weights``

@@ -467,7 +467,10 @@ def _scattered_input_gradient(grad_output, kernel, spec):
     (12, 24, 5, 3, 1, "valid", "float32"),  # 3 vectors: 1 a pixel
     (5, 32, 3, 2, 1, "same", "float32"),  # phases of 3 and 2 pixels: no full tile
     (16, 8, 2, 2, 1, ((1, 0), (0, 1)), "float32"),  # 2x2: one tap a phase, explicit pads
-], lambda case: case[0] in (13, 12, 5)))
+    (11, 16, 3, 1, 1, "same", "float32"),  # stride 1: one phase, every tap
+    (10, 8, 3, 1, (2, 3), "valid", "float64"),  # stride 1, dilated
+    (6, 24, 5, 1, 1, "same", "float32"),  # stride 1: fewer pixels than a tile's 4 inside
+], lambda case: case[0] in (13, 12, 5, 10)))
 def test_strided_depthwise_vector_input_gradient(register_file, width, channels, kernel_size,
                                                  strides, dilation, padding, dtype, monkeypatch):
     monkeypatch.setattr(direct, "STREAM_MIN_BYTES", 0)  # aligned outputs streamed
@@ -476,7 +479,7 @@ def test_strided_depthwise_vector_input_gradient(register_file, width, channels,
     kernel = rng.standard_normal((kernel_size, kernel_size, 1, channels)).astype(dtype)
     spec = ConvSpec.from_arguments(shape, kernel.shape, strides, padding, "channels_last",
                                    dilation, dtype)
-    assert backward.is_strided_depthwise(spec)
+    assert backward.gathers_depthwise_input_gradient(spec, specialized=True)
     grad_output = rng.standard_normal(spec.output_shape).astype(dtype)
     want = _scattered_input_gradient(grad_output.astype(float), kernel.astype(float), spec)
     tolerance = 1e-5 if dtype == "float32" else 1e-12

@@ -8,7 +8,7 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from numbaconv.cpu import layout
-from numbaconv.cpu.simd import (stream_fence, tile_accumulate, tile_fma, tile_fma_groups,
+from numbaconv.cpu.simd import (prefetch, stream_fence, tile_accumulate, tile_fma, tile_fma_groups,
                                 tile_fma_lanes, tile_fma_outer, tile_fma_pairs, tile_fma_spread,
                                 tile_fma_window, tile_load, tile_scatter, tile_store,
                                 tile_stream)
@@ -219,6 +219,23 @@ def test_masked_taps_read_nothing():
 
     out = corner(np.ones(8, np.float32), np.full(8, 2, np.float32)).reshape(10, 8)
     assert not out[:9].any() and (out[9] == 2).all()
+
+
+def test_prefetch_anywhere_changes_nothing():
+    # A hint: far past the array's end it must not fault, and values stay as they were.
+    @njit
+    def touch(x, ahead):
+        total = 0.0
+        for i in range(x.size):
+            prefetch(x, i + ahead)
+            total += x[i]
+        return total
+
+    x = np.arange(64, dtype=np.float64)
+    for ahead in (0, 16, 1 << 40, -(1 << 40)):
+        assert touch(x, ahead) == x.sum()
+    with pytest.raises(TypingError):
+        njit(lambda a: prefetch(a, 0))(np.arange(4))  # integers: not a float array
 
 
 @pytest.mark.parametrize("C, P, V, L, dtype", [(3, 3, 1, 8, np.float32), (1, 7, 1, 8, np.float32),

@@ -460,7 +460,7 @@ def backward(spec, x, kernel, grad_output, hot=True):
             grad_x = np.empty(xl.shape, dtype=dtype)
             cpu_backward.narrow_input_gradient(spec, gy, np.ascontiguousarray(kernel), grad_x,
                                                specialized)
-        elif cpu_backward.is_strided_depthwise(spec):
+        elif cpu_backward.gathers_depthwise_input_gradient(spec, specialized):
             grad_x = layout.aligned_empty(xl.shape, dtype)  # may be streamed
             cpu_backward.depthwise_input_gradient(spec, gy, kernel, grad_x, specialized)
         else:
@@ -508,9 +508,10 @@ def _input_gradient_by_convolution(spec, gy, kernel, hot):
     with the taps that reach that phase.  So it runs on the fast, specialized
     forward kernels.  Returns None when an axis is both strided and dilated,
     which the generic nest of :mod:`numbaconv.cpu.backward` computes.
-    (Strided depthwise layers have a nest of their own there: their phases
-    were too small to pay for the calls, 2.5x slower than the generic nest
-    on 112²×96 stride 2.)
+    (Depthwise layers have a nest of their own there, strided ones because
+    their phases were too small to pay for the calls, 2.5x slower than the
+    generic nest on 112²×96 stride 2: see
+    :func:`~numbaconv.cpu.backward.gathers_depthwise_input_gradient`.)
     """
     if cpu_backward.strided_and_dilated(spec):
         return None

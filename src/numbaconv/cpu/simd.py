@@ -26,7 +26,8 @@ LLVM IR directly:
 * :func:`tile_fma_window` adds one output pixel's products with every tap of
   a depthwise window, taps outside the image masked off (a depthwise
   kernel gradient); :func:`tile_fma_outer` every pixel's vector times every
-  channel's (the input gradient of a layer with few input channels).
+  channel's (the input gradient of a layer with few input channels);
+* :func:`prefetch` asks for a cache line ahead of a strided read.
 
 Arrays are addressed flat through their data pointer: they must be
 C-contiguous, and the caller keeps every index inside them (no bounds or
@@ -40,10 +41,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["Vector", "stream_fence", "tile_accumulate", "tile_fma", "tile_fma_groups",
-           "tile_fma_lanes", "tile_fma_outer", "tile_fma_pairs", "tile_fma_spread",
-           "tile_fma_window", "tile_load", "tile_relu", "tile_scatter", "tile_store",
-           "tile_stream"]
+__all__ = ["Vector", "prefetch", "stream_fence", "tile_accumulate", "tile_fma",
+           "tile_fma_groups", "tile_fma_lanes", "tile_fma_outer", "tile_fma_pairs",
+           "tile_fma_spread", "tile_fma_window", "tile_load", "tile_relu", "tile_scatter",
+           "tile_store", "tile_stream"]
 
 _X86 = binding.get_process_triple().startswith(("x86_64", "i386", "i686"))
 
@@ -623,3 +624,27 @@ def tile_relu(typingctx, tile):
         return sums
 
     return tile(tile), codegen
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Ask the CPU to bring the cache line of ``array``'s flat element ``index`` into its caches.
+
+    A hint (``llvm.prefetch``, read, kept in every level): it never faults,
+    so ``index`` may lie past the array's end.  For loops whose next data
+    the hardware prefetchers do not foresee, such as a vector of channels
+    read pixel by pixel, one cache line in each pixel's.
+    """
+    if not (_contiguous_float_array(array) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+        int32 = ir.IntType(32)
+        builder.call(cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [address.type, int32, int32, int32]),
+            "llvm.prefetch.p0i8"), [address, int32(0), int32(3), int32(1)])
+        return context.get_dummy_value()
+
+    return types.none(array, index), codegen
