@@ -219,6 +219,31 @@ def test_vector_kernel_gradient(register_file, channels, filters, groups, dtype)
     assert backward.kernel_gradient_plan(spec, 2)[0][0] == backward.DENSE_KERNEL_GRADIENT
 
 
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("threads", [2, 7])
+def test_vector_kernel_gradient_writes_every_sum(register_file, groups, threads):
+    # The vector task does not read ``grad`` before its first chunk (nothing clears it):
+    # NaN everywhere beforehand must all be overwritten, by a split that has no rows too
+    # (7 threads: 4 splits of 2-row chunks over 5 output rows).
+    from test_backward import _kernel_gradient_per_tap
+
+    rng = np.random.default_rng(threads)
+    x = rng.standard_normal((1, 5, 10, 8)).astype(np.float32)
+    shape = (3, 3, 8 // groups, 16 * groups)  # whole blocks of 16 filters a group
+    spec = ConvSpec.from_arguments(x.shape, shape, 1, "same", "channels_last", 1, "float32")
+    grad_output = rng.standard_normal(spec.output_shape).astype(np.float32)
+    want = _kernel_gradient_per_tap(x.astype(float), grad_output.astype(float), shape, 1,
+                                    spec.pads, 1, groups)
+    arguments, items = backward.kernel_gradient_plan(spec, threads, specialized=True)
+    task, kh, kw, _, _, _, _, _, _, g, cin, cout, _, _, rows, splits, _ = arguments
+    assert task == backward.VECTOR_KERNEL_GRADIENT and g * cout == shape[3]
+    assert -(-5 // rows) < splits if threads == 7 else splits == 1
+    grad = np.full((splits, kh, kw, cin, g * cout), np.nan, dtype=np.float32)
+    backward._run(arguments, items, x, grad_output, grad, True)
+    np.testing.assert_allclose(grad.sum(axis=0), want, rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("channels, groups, dtype, lanes", sample([
     (32, 8, "float32", True),  # groups of 4: 4 channels × 16 filters a tile
     (16, 8, "float32", True),  # groups of 2
