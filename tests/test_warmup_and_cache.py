@@ -189,6 +189,43 @@ def test_parallel_task_compiles_again_for_other_array_types():
         ("array(float64, 1d, A)", "bool"), ("array(float64, 1d, C)", "bool")]
 
 
+def test_helpers_compile_once_for_every_configuration():
+    # A task passes its constants (literals) to a helper: one int64 version serves all
+    # configurations, the constants still folded into each task's results.
+    from numbaconv.jit import ParallelTask, helper_jit, task_jit
+
+    @helper_jit(2, 3)
+    def span(start, count, step):
+        return start * step, (start + count) * step
+
+    @task_jit()
+    def task(out, item, step, count):
+        lo, hi = span(item, count, step)
+        out[item] = hi - lo + 0.5 * (step > 2)  # a branch on the constant
+
+    for step, count in ((2, 3), (3, 4), (5, 1)):
+        out = np.zeros(4)
+        ParallelTask(task, (step, count))(4, (out,))
+        np.testing.assert_array_equal(out, np.full(4, count * step + 0.5 * (step > 2)))
+    assert [tuple(map(str, signature)) for signature in span.signatures] == [("int64",) * 3]
+    assert len(task.signatures) == 3  # the task itself, per configuration
+
+
+def test_tasks_compile_without_function_passes_and_restore_them():
+    # The function passes are skipped only while a task compiles, exceptions included.
+    from numba.core.codegen import CPUCodeLibrary
+
+    from numbaconv import jit
+
+    optimize = CPUCodeLibrary._optimize_functions
+    with jit._module_passes_only():
+        assert CPUCodeLibrary._optimize_functions is jit._set_data_layout
+    assert CPUCodeLibrary._optimize_functions is optimize
+    with pytest.raises(ZeroDivisionError), jit._module_passes_only():
+        1 / 0
+    assert CPUCodeLibrary._optimize_functions is optimize
+
+
 @pytest.mark.parametrize("constant", [1.5, "3", None])
 def test_parallel_task_rejects_constants_other_than_ints_and_bools(constant):
     from numbaconv.jit import ParallelTask

@@ -692,7 +692,7 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
     hi = max(lo, _valid_range(OW, W, SW, (KW - 1) * DW - PL)[1])
     base = item * T * G
     first, last = item * rows // SPLITS, (item + 1) * rows // SPLITS
-    AHEAD = PREFETCH_LANES
+    AHEAD = PREFETCH_LANES if G * x.itemsize >= PREFETCH_MIN_BYTES else 0  # 0: none
     for r0 in range(first, last, ROWS):  # chunks whose rows stay in cache for every channel
         for c in range(0, G, L):
             tile = tile_load(grad, base + c, G, T, 1, L)
@@ -710,9 +710,10 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
                 g_at = g_row + lo * G
                 if rows_inside == (1 << KH) - 1:  # the interior: whole windows
                     for _ in range(lo, hi):
-                        for ki in range(KH):  # this vector's line of the next pixels' column
-                            prefetch(x, x_at + ki * DH * W * G + (KW - 1) * DW * G + AHEAD)
-                        prefetch(gy, g_at + AHEAD)
+                        if AHEAD:  # this vector's line of the next pixels' column
+                            for ki in range(KH):
+                                prefetch(x, x_at + ki * DH * W * G + (KW - 1) * DW * G + AHEAD)
+                            prefetch(gy, g_at + AHEAD)
                         tile = tile_fma_window(tile, x, x_at, DH * W * G, DW * G, gy, g_at, KW,
                                                True, -1, -1)
                         x_at += SW * G
@@ -1063,9 +1064,13 @@ WINDOW_CHUNK_BYTES = 256 * 1024
 
 #: How far ahead of the channels they read, in values, the depthwise window sums ask for
 #: cache lines (:func:`~.simd.prefetch`: each vector of channels reads one line a pixel, a
-#: pattern the hardware prefetchers miss).  Kernel gradient alone, AVX2, 14²×576 N=8:
-#: 0.86-1.25 ms without, 0.77-0.86 with.
+#: pattern the hardware prefetchers miss when pixels are far apart).  Kernel gradient
+#: alone, AVX2, 14²×576 N=8: 0.86-1.25 ms without, 0.77-0.86 with.
 PREFETCH_LANES = 32
+
+#: Bytes a pixel from which the depthwise window sums prefetch: 112²×96 stride 2 (384)
+#: ran 4-10% slower with the prefetches at N=1, the hardware prefetching well enough.
+PREFETCH_MIN_BYTES = 1024
 
 #: Vectors of channels up to which depthwise layers take the vector kernel gradient
 #: (one step for all channels).  Kernel gradient alone, AVX2, loop nest → vector,

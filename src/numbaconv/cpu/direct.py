@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..jit import ParallelTask, kernel_jit, task_jit
+from ..jit import ParallelTask, helper_jit, kernel_jit, task_jit
 from . import layout, target
 from .simd import (stream_fence, tile_fma, tile_fma_groups, tile_fma_lanes, tile_load, tile_relu,
                    tile_scatter, tile_store, tile_stream)
@@ -46,7 +46,7 @@ _CONTRACT = {"contract"}
 # 0 would make Numba type the variable float64 and compute float32 in double.
 
 
-@njit(inline="always")
+@helper_jit(2, 4)
 def _valid_range(count, size, stride, offset):
     """Outputs ``o`` in ``[0, count)`` whose input ``o * stride + offset`` is in ``[0, size)``."""
     lo = 0 if offset >= 0 else (stride - 1 - offset) // stride
@@ -249,7 +249,7 @@ def _dense_row(task, OH, COUT):
     return n, row - n * OH, blk, OCB
 
 
-@njit(inline="always")
+@helper_jit(3, 7)
 def _dense_interior(OW, W, KW, SW, DW, PL, TW):
     """Columns ``[lo, hi)`` covered by full ``TW``-pixel tiles, and the number of tiles.
 
@@ -619,7 +619,7 @@ def _depthwise_tile(x, w, b, out, xb, ob, C, KH, KW, SH, SW, DH, DW, WC, OWC, RE
         out[np.uint64(ob + OWC + 3 * C + c)] = t3
 
 
-@njit(inline="always")
+@helper_jit(6, 13)
 def _depthwise_rows(task, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PT, PL):
     """``(n, oh, rows, lo, hi, tiles)``: what the depthwise task ``task`` computes.
 
