@@ -215,8 +215,13 @@ def _plain(value):
     """Whether ``value`` is an ``int``, ``str``, None, or a tuple of such (exact types: no
     bools, floats or NumPy scalars, whose checks must run every time)."""
     kind = type(value)
-    return (kind is int or kind is str or value is None
-            or (kind is tuple and all(_plain(item) for item in value)))
+    if kind is not tuple:
+        return kind is int or kind is str or value is None
+    for item in value:  # a loop, recursing into tuples only: ~1 µs a key instead of ~5
+        kind = type(item)
+        if not (kind is int or kind is str or item is None or (kind is tuple and _plain(item))):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
