@@ -290,7 +290,7 @@ def conv2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilatio
         arrays.append(bias)
     compute_dtype, result_dtype = functional.compute_dtypes(*arrays)
     spec = ConvSpec.from_arguments(tuple(inputs.shape), w.shape, strides, padding, data_format,
-                                   dilation_rate, compute_dtype.name)
+                                   dilation_rate, functional.dtype_name(compute_dtype))
     if bias is not None and bias.shape != (spec.filters,):
         raise ValueError(f"The `bias` argument must have shape (filters,) = ({spec.filters},). "
                          f"Received bias.shape={bias.shape}")

@@ -67,6 +67,8 @@ def _is_simulated(x):
 def is_device_array(x):
     """Whether ``x`` lives in GPU memory: ``__cuda_array_interface__`` (Numba, CuPy, PyTorch
     CUDA tensors) or a device array of Numba's simulator."""
+    if type(x) is np.ndarray:  # the usual case, answered at once (~1 µs a call saved)
+        return False
     return hasattr(x, "__cuda_array_interface__") or _is_simulated(x)
 
 
