@@ -20,7 +20,6 @@ from . import activations
 from . import cuda as cuda_target
 from .cache import kernel_cache
 from .cpu import backward as cpu_backward
-from .cpu import direct as cpu_direct
 from .cpu import layout
 from .cpu.direct import (channel_pads, filter_block, pack_weights, streams_output,
                          vector_tiles_pay)
@@ -476,10 +475,7 @@ def backward(spec, x, kernel, grad_output, hot=True):
             cpu_backward.narrow_input_gradient(spec, gy, np.ascontiguousarray(kernel), grad_x,
                                                specialized)
         elif cpu_backward.gathers_depthwise_input_gradient(spec, specialized):
-            # Aligned where it may be streamed (aligning costs ~6 µs, a small layer's time).
-            streamed = xl.nbytes >= cpu_direct.STREAM_MIN_BYTES
-            grad_x = (layout.aligned_empty if streamed else np.empty)(xl.shape, dtype)
-            cpu_backward.depthwise_input_gradient(spec, gy, kernel, grad_x, specialized)
+            grad_x = cpu_backward.depthwise_input_gradient(spec, gy, kernel, None, specialized)
         else:
             grad_x = _input_gradient_by_convolution(spec, gy, kernel, hot)
         if grad_x is None:  # the generic gather nest
