@@ -406,7 +406,7 @@ def tile_fma_window(typingctx, tile, x, x_index, row_step, column_step, y, y_ind
     ``y`` (the bias gradient), the rows before it a whole number of window
     rows.  Tap ``(ki, kj)`` reads the input only where bit ``ki`` of
     ``rows_inside`` and bit ``kj`` of ``columns_inside`` are set (the tap is
-    inside the image), and adds nothing otherwise, its index never used: at a
+    inside the image), and reads zeros otherwise, its index never used: at a
     border, ``x_index`` may lie outside ``x``.  Constant masks of all ones
     compile to plain loads.  The ``y`` vectors are loaded once.
     """
@@ -432,8 +432,12 @@ def tile_fma_window(typingctx, tile, x, x_index, row_step, column_step, y, y_ind
             for value, ty in zip((row, column, args[9], args[10]),
                                  (signature.args[3], signature.args[4], signature.args[9],
                                   signature.args[10])))
-        zero_index = ir.Constant(x_at.type, 0)
-        zeros = ir.Constant(context.get_value_type(vector), None)
+        vector_type = context.get_value_type(vector)
+        # Taps outside the image read a zero vector on the stack: selecting the address, not
+        # the loaded value, keeps LLVM from branching around each load (measured, 14²×576 N=8:
+        # the kernel gradient 0.83-0.90x the time of the value select).
+        zero_slot = cgutils.alloca_once_value(builder, ir.Constant(vector_type, None))
+        align = vector.dtype.bitwidth // 8
 
         def bit(mask, position):
             return builder.icmp_unsigned("!=", builder.and_(
@@ -445,11 +449,12 @@ def tile_fma_window(typingctx, tile, x, x_index, row_step, column_step, y, y_ind
             at = builder.add(builder.add(x_at, builder.mul(row, ir.Constant(row.type, ki))),
                              builder.mul(column, ir.Constant(column.type, kj)))
             inside = builder.and_(bit(rows_mask, ki), bit(columns_mask, kj))
-            at = builder.select(inside, at, zero_index)  # a valid address either way
             sum_row = builder.extract_value(sums, t)
             for v in range(V):
-                value = builder.select(inside, load(signature.args[1], x_array,
-                                                    _plus(builder, at, v * L)), zeros)
+                pointer = builder.select(inside, _vector_pointer(
+                    context, builder, signature.args[1], x_array, _plus(builder, at, v * L),
+                    vector_type), zero_slot)
+                value = builder.load(pointer, align=align)
                 sum_row = builder.insert_value(sum_row, builder.call(
                     fmuladd, [value, grads[v], builder.extract_value(sum_row, v)]), v)
             sums = builder.insert_value(sums, sum_row, t)
