@@ -186,7 +186,8 @@ def test_window_products_and_sum(KH, KW, V, L, dtype, rows_inside, columns_insid
         tile = tile_load(np.zeros(V * L, dtype=x.dtype), 0, 0, T, V, L)
         for k in range(steps):
             tile = tile_fma_window(tile, x, 2 * k, row_step, column_step, y, k * V * L, KW,
-                                   True, rows_inside, columns_inside)
+                                   True, rows_inside, columns_inside,
+                                   np.zeros(V * L, dtype=x.dtype))
         out = np.empty(T * V * L, dtype=x.dtype)
         tile_store(out, 0, V * L, tile)
         return out
@@ -212,7 +213,8 @@ def test_masked_taps_read_nothing():
     @njit
     def corner(x, y):
         tile = tile_load(np.zeros(8, dtype=x.dtype), 0, 0, 10, 1, 8)
-        tile = tile_fma_window(tile, x, -1 << 40, 1 << 20, 8, y, 0, 3, True, 0, 0)
+        tile = tile_fma_window(tile, x, -1 << 40, 1 << 20, 8, y, 0, 3, True, 0, 0,
+                               np.zeros(8, dtype=x.dtype))
         out = np.empty(80, dtype=x.dtype)
         tile_store(out, 0, 8, tile)
         return out

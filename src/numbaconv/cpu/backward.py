@@ -695,6 +695,7 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
     base = item * T * G
     first, last = item * rows // SPLITS, (item + 1) * rows // SPLITS
     AHEAD = PREFETCH_LANES if G * x.itemsize >= PREFETCH_MIN_BYTES else 0  # 0: none
+    zeros = np.zeros(L, dtype=x.dtype)  # what the taps outside the image read
     for r0 in range(first, last, ROWS):  # chunks whose rows stay in cache for every channel
         for c in range(0, G, L):
             tile = tile_load(grad, base + c, G, T, 1, L)
@@ -717,13 +718,13 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
                                 prefetch(x, x_at + ki * DH * W * G + (KW - 1) * DW * G + AHEAD)
                             prefetch(gy, g_at + AHEAD)
                         tile = tile_fma_window(tile, x, x_at, DH * W * G, DW * G, gy, g_at, KW,
-                                               True, -1, -1)
+                                               True, -1, -1, zeros)
                         x_at += SW * G
                         g_at += G
                 else:
                     for _ in range(lo, hi):
                         tile = tile_fma_window(tile, x, x_at, DH * W * G, DW * G, gy, g_at, KW,
-                                               True, rows_inside, -1)
+                                               True, rows_inside, -1, zeros)
                         x_at += SW * G
                         g_at += G
                 for ow in range(OW - (hi - lo)):  # the border columns, left then right
@@ -735,7 +736,7 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
                             columns_inside |= 1 << kj
                     tile = tile_fma_window(tile, x, x_row + ow * SW * G, DH * W * G, DW * G, gy,
                                            g_row + ow * G, KW, True, rows_inside,
-                                           columns_inside)
+                                           columns_inside, zeros)
             tile_store(grad, base + c, G, tile)
 
 
