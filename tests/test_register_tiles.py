@@ -332,9 +332,30 @@ def test_narrow_vector_input_gradient(register_file, shape, kernel_size, strides
     ((1, 6, 9, 24), (3, 3), (2, 1), 1, "valid", "float32"),  # no border
     ((1, 4, 2, 8), (3, 3), 1, 1, "same", "float32"),  # every pixel a border one
     ((2, 5, 8, 8), (2, 5), 1, 1, "same", "float32"),  # 10 taps and the bias: 11 sums
+    ((2, 11, 6, 8), (3, 3), 1, 1, "same", "float32"),  # rows 3 at a time, not across images
+    ((1, 13, 5, 8), (3, 3), 2, 1, "same", "float64"),  # rows 2 at a time, strided
+    ((1, 12, 7, 8), (3, 3), 1, 2, "same", "float32"),  # rows 3 at a time, dilated
 ], lambda case: case[1] == (3, 3) and case[4] == "same" and case[2] == 1 and case[3] == 1))
 def test_depthwise_window_kernel_and_bias_gradients(register_file, shape, kernel_size, strides,
                                                     dilation, padding, dtype):
+    _check_window_gradients(shape, kernel_size, strides, dilation, padding, dtype)
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+@pytest.mark.parametrize("chunk_rows", [1, 4])
+def test_depthwise_window_rows_at_once_within_chunks(register_file, monkeypatch, chunk_rows):
+    # Rows taken several at a time never run past their chunk (each channel vector's pass),
+    # here chunks of 1 row and of 4 rows (a run of 3 and a single one).
+    shape = (2, 11, 6, 8)
+    row_bytes = (shape[2] + shape[2]) * shape[3] * 4  # an input and an output gradient row
+    monkeypatch.setattr(backward, "WINDOW_CHUNK_BYTES", chunk_rows * row_bytes)
+    spec = ConvSpec.from_arguments(shape, (3, 3, 1, 8), 1, "same", "channels_last", 1,
+                                   "float32")
+    assert backward.kernel_gradient_plan(spec, 2, specialized=True)[0][14] == chunk_rows
+    _check_window_gradients(shape, (3, 3), 1, 1, "same", "float32")
+
+
+def _check_window_gradients(shape, kernel_size, strides, dilation, padding, dtype):
     from test_backward import _kernel_gradient_per_tap
 
     channels = shape[-1]
