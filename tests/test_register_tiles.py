@@ -240,7 +240,7 @@ def test_vector_kernel_gradient_writes_every_sum(register_file, groups, threads)
     assert task == backward.VECTOR_KERNEL_GRADIENT and g * cout == shape[3]
     assert -(-5 // rows) < splits if threads == 7 else splits == 1
     grad = np.full((splits, kh, kw, cin, g * cout), np.nan, dtype=np.float32)
-    backward._run(arguments, items, x, grad_output, grad, True)
+    backward._run(arguments, items, (x, grad_output, grad), True)
     np.testing.assert_allclose(grad.sum(axis=0), want, rtol=1e-4, atol=1e-3)
 
 
@@ -504,6 +504,51 @@ def _scattered_input_gradient(grad_output, kernel, spec):
             padded[:, ki * dh:ki * dh + (oh - 1) * sh + 1:sh,
                    kj * dw:kj * dw + (ow - 1) * sw + 1:sw] += grad_output * kernel[ki, kj, 0]
     return padded[:, pads_h[0]:pads_h[0] + spec.height, pads_w[0]:pads_w[0] + spec.width]
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+@pytest.mark.parametrize("shape, kernel_size, strides, dilation, padding, dtype, threads, "
+                         "chunk_rows, streamed", sample([
+    ((2, 11, 6, 16), 3, 1, 1, "same", "float32", 2, None, True),  # 2 vectors a pixel
+    ((2, 11, 6, 16), 3, 1, 1, "same", "float32", 3, 1, False),  # 3 splits, 1-row chunks
+    ((1, 9, 11, 16), 3, 2, 1, "same", "float32", 2, 2, True),  # strided: phases
+    ((2, 7, 9, 8), 3, 1, 2, "same", "float64", 2, 2, False),  # dilated, 4 float64 lanes
+    ((3, 6, 7, 16), 3, (2, 1), 1, "valid", "float32", 4, 1, True),  # rows past their split's
+    ((1, 6, 7, 16), 2, 2, 1, "same", "float32", 1, None, False),  # padding after only
+], lambda case: case[2] == 1 and case[3] == 1))
+def test_depthwise_gradients_in_one_pass(register_file, monkeypatch, shape, kernel_size, strides,
+                                         dilation, padding, dtype, threads, chunk_rows,
+                                         streamed):
+    # The window task's pass computes the input gradient too, row by row after the kernel
+    # gradient's chunks: every row once, whatever the splits, chunks and stores.
+    monkeypatch.setattr(backward, "TOGETHER_STREAM_MIN_BYTES", 0 if streamed else 1 << 40)
+    channels = shape[-1]
+    rng = np.random.default_rng(channels + shape[2])
+    x = rng.standard_normal(shape).astype(dtype)
+    kernel = rng.standard_normal((kernel_size, kernel_size, 1, channels)).astype(dtype)
+    spec = ConvSpec.from_arguments(shape, kernel.shape, strides, padding, "channels_last",
+                                   dilation, dtype)
+    if chunk_rows is not None:  # an input and an output gradient row a chunk's row
+        row_bytes = (spec.strides[0] * shape[2] + spec.output_hw[1]) * channels * x.itemsize
+        monkeypatch.setattr(backward, "WINDOW_CHUNK_BYTES", chunk_rows * row_bytes)
+    grad_output = rng.standard_normal(spec.output_shape).astype(dtype)
+    assert backward.depthwise_gradients(spec, x, grad_output, kernel, False) is None
+    got = backward.depthwise_gradients(spec, x, grad_output, kernel, True, threads)
+    assert got is not None and backward._depthwise_gradients_plan(spec, threads)[3] == streamed
+    gx, gk, gb = got
+    wide = grad_output.astype(float)
+    (sh, sw), (dh, dw), (oh, ow) = spec.strides, spec.dilation, spec.output_hw
+    padded = np.pad(x.astype(float), ((0, 0), *spec.pads, (0, 0)))
+    want_kernel = np.stack([np.einsum("nhwc,nhwc->c", padded[
+        :, ki * dh:ki * dh + (oh - 1) * sh + 1:sh, kj * dw:kj * dw + (ow - 1) * sw + 1:sw], wide)
+        for ki in range(kernel_size) for kj in range(kernel_size)])
+    tolerance = 1e-4 if dtype == "float32" else 1e-11
+    np.testing.assert_allclose(gx, _scattered_input_gradient(wide, kernel.astype(float), spec),
+                               rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(gk, want_kernel.reshape(kernel.shape), rtol=tolerance,
+                               atol=tolerance * 10)
+    np.testing.assert_allclose(gb, wide.sum(axis=(0, 1, 2)), rtol=tolerance, atol=tolerance * 10)
+    assert gx.dtype == gk.dtype == gb.dtype == np.dtype(dtype)
 
 
 @pytest.mark.parametrize("register_file", ["avx2"], indirect=True)

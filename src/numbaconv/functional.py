@@ -470,7 +470,12 @@ def backward(spec, x, kernel, grad_output, hot=True):
                 spec.groups, cin, spec.filters // spec.groups)
     if xl.size and gy.size:
         specialized = wants_specialized(spec, hot)
-        if cpu_backward.is_narrow(spec):
+        together = (cpu_backward.depthwise_gradients(spec, xl, gy, kernel, specialized)
+                    if spec.is_depthwise else None)
+        grad_kernel = None  # unless computed with the input gradient
+        if together is not None:  # all three in one pass
+            grad_x, grad_kernel, grad_bias = together
+        elif cpu_backward.is_narrow(spec):
             grad_x = np.empty(xl.shape, dtype=dtype)
             cpu_backward.narrow_input_gradient(spec, gy, np.ascontiguousarray(kernel), grad_x,
                                                specialized)
@@ -482,8 +487,9 @@ def backward(spec, x, kernel, grad_output, hot=True):
             grad_x = np.empty(xl.shape, dtype=dtype)
             transposed = np.ascontiguousarray(kernel.transpose(0, 1, 3, 2))
             cpu_backward.input_gradient(gy, transposed, grad_x, *geometry)
-        grad_kernel, grad_bias = cpu_backward.kernel_and_bias_gradients(spec, xl, gy,
-                                                                        specialized)
+        if grad_kernel is None:
+            grad_kernel, grad_bias = cpu_backward.kernel_and_bias_gradients(spec, xl, gy,
+                                                                            specialized)
     else:
         grad_x = np.zeros(xl.shape, dtype=dtype)
         grad_kernel = np.zeros((kh, kw, cin, spec.filters), dtype=dtype)

@@ -21,7 +21,8 @@ g(f)·CIN + c] · w[ki, kj, c, f]`` (channels_last, group ``g(f) = f // COUT``):
   forward's dense nest (without AVX-512, tiles of explicit vectors:
   :func:`_vector_kernel_gradient_task`; depthwise layers with windows of up
   to :data:`WINDOW_TAPS` taps hold a pixel's every tap, and the bias
-  gradient, in registers: :func:`_depthwise_window_kernel_gradient_task`).
+  gradient, in registers: :func:`_depthwise_window_gradients_task`, which
+  computes their input gradient in the same pass).
   Work items own disjoint parts of the result; where filters and channels
   give too few items, the pixels are split over private copies that are
   added up afterwards — race-free without atomics.
@@ -670,9 +671,10 @@ def _depthwise_vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
                     tile_accumulate(grad, at, last)
 
 
-def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL,
-                                           G, L, ROWS, SPLITS, T):
-    """A depthwise layer's kernel and bias gradients, every tap of a pixel at once; specialized.
+def _depthwise_window_gradients_task(x, gy, w, grad, gx, item, KH, KW, SH, SW, DH, DW, PT, PL,
+                                     G, L, ROWS, SPLITS, T, V, STREAM, INPUT_GRADIENT):
+    """A depthwise layer's kernel and bias gradients, every tap of a pixel at once, and with
+    ``INPUT_GRADIENT`` its input gradient too, chunk by chunk; specialized.
 
     ``grad[item, t, 0, c]`` sums, for tap ``t = ki·KW + kj``, ``x · gy`` as
     :func:`_depthwise_kernel_gradient_task`, and in row ``KH·KW`` the bias
@@ -688,6 +690,15 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
     see whole windows, :data:`WINDOW_ROWS` of them go at once, each input
     row they share loaded once.  ``x`` and ``gy`` are flat rows as in the
     loop nest.
+
+    With ``INPUT_GRADIENT``, after each chunk the item computes the rows of
+    ``gx`` (its share of them, flat rows, from the kernel ``w`` as
+    ``(KH, KW, G)``) whose output gradient rows the chunk has just read, by
+    :func:`_depthwise_vector_input_gradient_task` (``V``, ``STREAM``): the
+    output gradient is read from memory once for both gradients, not twice
+    (14²×576 N=8: 0.82x the time of the two tasks one after the other,
+    112²×32 0.84x, 112²×96 stride 2 0.83-0.91x).  Without it ``w`` and
+    ``gx`` are not read.
     """
     H, OH = x.shape[1], gy.shape[1]
     W, OW = x.shape[2] // G, gy.shape[2] // G
@@ -699,6 +710,8 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
     AHEAD = PREFETCH_LANES if G * x.itemsize >= PREFETCH_MIN_BYTES else 0  # 0: none
     zeros = np.zeros(L, dtype=x.dtype)  # what the taps outside the image read
     whole = (1 << KH) - 1  # the mask of a row whose window rows are all inside
+    gx_rows = gx.shape[0] * H
+    done, gx_last = item * gx_rows // SPLITS, (item + 1) * gx_rows // SPLITS  # the input gradient's
     RS = WINDOW_ROWS[0] if SH == 1 else WINDOW_ROWS[1]  # rows at once (a constant)
     for r0 in range(first, last, ROWS):  # chunks whose rows stay in cache for every channel
         r1 = min(r0 + ROWS, last)
@@ -764,6 +777,20 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
                                                columns_inside, zeros)
                 row += R
             tile_store(grad, base + c, G, tile)
+        if INPUT_GRADIENT:  # the rows of gx whose last output gradient row is in this chunk
+            n = (r1 - 1) // OH
+            oh = r1 - 1 - n * OH  # gx row ih reads output rows up to (ih + PT) // SH
+            ready = (n + 1) * H if oh == OH - 1 else n * H + min(H, max(0, (oh + 1) * SH - PT))
+            while done < min(ready, gx_last):
+                _vector_depthwise_input_task(gy, w, gx, np.int64(done), KH, KW, SH, SW, DH, DW,
+                                             PT, PL, G, V, L, STREAM)
+                done += 1
+    if INPUT_GRADIENT:  # rows left: those of output rows past this item's share
+        while done < gx_last:
+            _vector_depthwise_input_task(gy, w, gx, np.int64(done), KH, KW, SH, SW, DH, DW, PT,
+                                         PL, G, V, L, STREAM)
+            done += 1
+
 
 
 #: The tasks by number, the generic drivers' compile-time selector (see
@@ -780,7 +807,7 @@ def _depthwise_window_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH
         _kernel_gradient_task, _depthwise_kernel_gradient_task, _narrow_input_gradient_task,
         _shifted_kernel_gradient_task, _depthwise_input_gradient_task,
         _vector_kernel_gradient_task, _depthwise_vector_input_gradient_task,
-        _depthwise_vector_kernel_gradient_task, _depthwise_window_kernel_gradient_task,
+        _depthwise_vector_kernel_gradient_task, _depthwise_window_gradients_task,
         _narrow_vector_input_gradient_task))
 
 
@@ -826,7 +853,7 @@ def _specialized_task(arguments):
     (measured on 56²×64→64 3x3, N=8: 375-387 GFLOP/s against 59 for the
     generic driver).
     """
-    TASK, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB, OCB, ROWS, SPLITS, CG = arguments
+    TASK, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN, COUT, CB, OCB, ROWS, SPLITS, CG = arguments[:17]
     window = (KH, KW, SH, SW, DH, DW, PT, PL)
     V = direct.VECTOR_BLOCK_VECTORS  # the vector task's tile: V vectors of L lanes
     L = OCB // V
@@ -839,20 +866,26 @@ def _specialized_task(arguments):
     if TASK == VECTOR_NARROW_INPUT_GRADIENT:
         pixels = narrow_pixels(CIN)  # the tile: pixels × channels
         return ParallelTask(_vector_narrow_task, window + (CIN, COUT, OCB, pixels, CIN * pixels))
-    if TASK == WINDOW_DEPTHWISE_KERNEL_GRADIENT:
+    if TASK == WINDOW_DEPTHWISE_KERNEL_GRADIENT:  # arguments[17:]: (V, STREAM, INPUT_GRADIENT)
         taps = KH * KW + 1  # the tile: the window's taps and the bias
-        return ParallelTask(_window_depthwise_task, window + (G, OCB, ROWS, SPLITS, taps))
+        return ParallelTask(_window_depthwise_task,
+                            window + (G, OCB, ROWS, SPLITS, taps) + arguments[17:])
     return ParallelTask(_vector_depthwise_task, window + (G, CB, OCB, ROWS, SPLITS))
 
 
-def _run(arguments, items, a, b, out, specialized):
-    """Run task ``arguments[0]`` over ``items``, specialized or by the generic driver."""
+def _specialized(arguments):
+    """:func:`_specialized_task`, remembered in :data:`numbaconv.cache.kernel_cache`."""
+    return kernel_cache.get(("cpu", "backward", "specialized", arguments),
+                            lambda: _specialized_task(arguments))
+
+
+def _run(arguments, items, arrays, specialized):
+    """Run task ``arguments[0]`` over ``items`` on the tuple ``arrays``, specialized or by the
+    generic driver (three arrays)."""
     if specialized:
-        task = kernel_cache.get(("cpu", "backward", "specialized", arguments),
-                                lambda: _specialized_task(arguments))
-        task(items, (a, b, out))
+        _specialized(arguments)(items, arrays)
     else:
-        _GENERIC[arguments[0]](a, b, out, items, *arguments[1:])
+        _GENERIC[arguments[0]](*arrays, items, *arguments[1:])
 
 
 #: Output pixels per chunk of the kernel gradient: enough to amortize loading
@@ -1024,12 +1057,72 @@ def kernel_and_bias_gradients(spec, x, gy, specialized, threads=None):
     return grad, bias_gradient(gy, threads) if bias is None else bias
 
 
+def depthwise_gradients(spec, x, gy, kernel, specialized, threads=None):
+    """``(grad_inputs, grad_kernel, grad_bias)`` of a depthwise layer in one pass, or None
+    where that pass does not run ``spec``.
+
+    The pass is :func:`_depthwise_window_gradients_task`'s: the input
+    gradient of :func:`depthwise_input_gradient`'s vector task, row by row
+    as the kernel gradient's chunks read the output gradient.  ``x`` and
+    ``gy`` are channels_last, ``kernel`` in Keras layout, all of the spec's
+    dtype; the work is split for ``threads`` (default: Numba's thread count).
+    The call does little beyond the task (a plan per spec): Python between
+    large tasks runs as if its caches were cold (measured on 14²×576 N=8:
+    70 µs around the task that took 22 µs with the task stubbed out).
+    """
+    if not specialized:
+        return None
+    threads = numba.get_num_threads() if threads is None else threads
+    plan = kernel_cache.get(("depthwise_gradients", spec, threads),
+                            lambda: _depthwise_gradients_plan(spec, threads))
+    if plan is None:
+        return None
+    task, items, splits, streamed = plan
+    kh, kw = spec.kernel_size
+    shape, groups = (gy.shape[0], spec.height, spec.width, spec.in_channels), spec.groups
+    gx = (layout.aligned_empty if streamed else np.empty)(shape, gy.dtype)
+    sums = np.zeros((splits, kh * kw + 1, 1, groups), dtype=gy.dtype)
+    task(items, (x.reshape(*shape[:2], -1), gy.reshape(*gy.shape[:2], -1),
+                 np.ascontiguousarray(kernel).reshape(kh, kw, -1), sums,
+                 gx.reshape(*shape[:2], -1)))
+    total = _sum_splits(sums)
+    return gx, total[:-1].reshape(kh, kw, 1, groups), total[-1, 0]
+
+
+def _depthwise_gradients_plan(spec, threads):
+    """``(task, items, splits, streamed)`` of :func:`depthwise_gradients`, or None where it
+    does not apply: ``streamed``, the input gradient is allocated aligned and its stores
+    are streamed (see :func:`_input_gradient_vectors`)."""
+    if not (gathers_depthwise_input_gradient(spec, True) and _vector_input_gradient(spec)):
+        return None
+    arguments, items = _kernel_gradient_plan(spec, threads, True)
+    if arguments[0] != WINDOW_DEPTHWISE_KERNEL_GRADIENT:
+        return None
+    vectors, streamed = _input_gradient_vectors(spec, None, TOGETHER_STREAM_MIN_BYTES)
+    arguments += (vectors, streamed, True)
+    return _specialized(arguments), items, arguments[15], bool(streamed)
+
+
+def _sum_splits(sums):
+    """The sum of ``sums`` over its first axis (the splits' private copies), in place in the
+    first copy (a third of NumPy's ``sum(axis=0)`` time for two)."""
+    total = sums[0]
+    for split in sums[1:]:
+        np.add(total, split, out=total)
+    return total
+
+
+def _kernel_gradient_plan(spec, threads, specialized):
+    """:func:`kernel_gradient_plan`, remembered (planning costs tens of microseconds, a small
+    layer's whole kernel)."""
+    return kernel_cache.get(("kernel_gradient_plan", spec, threads, specialized),
+                            lambda: kernel_gradient_plan(spec, threads, specialized))
+
+
 def _kernel_gradients(spec, x, gy, specialized, threads):
     """``(kernel gradient, bias gradient or None)``: the bias when the nest summed it."""
     threads = numba.get_num_threads() if threads is None else threads
-    # Remembered (planning costs tens of microseconds, a small layer's whole kernel).
-    arguments, items = kernel_cache.get(("kernel_gradient_plan", spec, threads, specialized),
-                                        lambda: kernel_gradient_plan(spec, threads, specialized))
+    arguments, items = _kernel_gradient_plan(spec, threads, specialized)
     task = arguments[0]
     groups, cin, padded, splits = arguments[9], arguments[10], arguments[11], arguments[15]
     cout = spec.filters // groups
@@ -1048,13 +1141,14 @@ def _kernel_gradients(spec, x, gy, specialized, threads):
     kh, kw = spec.kernel_size
     if task == WINDOW_DEPTHWISE_KERNEL_GRADIENT:  # the taps, then the bias
         sums = np.zeros((splits, kh * kw + 1, 1, groups), dtype=gy.dtype)
-        _run(arguments, items, x, gy, sums, specialized)
-        sums = sums[0] if splits == 1 else sums.sum(axis=0)
-        return sums[:-1].reshape(kh, kw, 1, groups), sums[-1, 0]
+        unread = np.empty((0, 0, 0), dtype=gy.dtype)  # no input gradient: kernel, gx unread
+        _run(arguments + (1, 0, False), items, (x, gy, unread, sums, unread), specialized)
+        total = _sum_splits(sums)
+        return total[:-1].reshape(kh, kw, 1, groups), total[-1, 0]
     # The vector task writes every sum (it is not cleared: see the task).
     allocate = np.empty if task in (VECTOR_KERNEL_GRADIENT, LANES_KERNEL_GRADIENT) else np.zeros
     grad = allocate((splits, kh, kw, cin, groups * padded), dtype=gy.dtype)
-    _run(arguments, items, x, gy, grad, specialized)
+    _run(arguments, items, (x, gy, grad), specialized)
     grad = grad[0] if splits == 1 else grad.sum(axis=0)
     if task == SHIFTED_KERNEL_GRADIENT:
         # Channel c of filter f's group came from shift c - f % width + width - 1.
@@ -1084,12 +1178,18 @@ def narrow_pixels(channels):
 
 
 #: Taps up to which a depthwise window's sums, and the bias's, stay in registers
-#: (:func:`_depthwise_window_kernel_gradient_task`: 3x3 takes 10 of the 16 with AVX2).
+#: (:func:`_depthwise_window_gradients_task`: 3x3 takes 10 of the 16 with AVX2).
 WINDOW_TAPS = 12
 
 #: Bytes of input and output gradient rows per chunk of that task: every vector of
 #: channels runs over the chunk's rows while they stay in cache (half a Zen 1 L2).
 WINDOW_CHUNK_BYTES = 256 * 1024
+
+#: Input gradients from this size on are streamed by :func:`depthwise_gradients`, below
+#: the forward's :data:`~numbaconv.cpu.direct.STREAM_MIN_BYTES`: stored through the
+#: cache, they evict the chunk that both gradients read (14²×576 N=8, 3.6 MB: the
+#: one pass took 1.01x the time of two tasks, 0.82x streamed).
+TOGETHER_STREAM_MIN_BYTES = 1 << 20
 
 #: Output rows the depthwise window sums take at once where their windows are whole,
 #: ``(stride 1, strided)``: neighbouring rows share input rows, loaded once for them all.
@@ -1143,7 +1243,7 @@ def narrow_input_gradient(spec, gy, kernel, gx, specialized):
         task, cb, ocb = NARROW_INPUT_GRADIENT, _channel_tile(cin), _filter_lanes(spec)
     arguments = (task, kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0],
                  spec.pads[1][0], 1, cin, spec.filters, cb, ocb, 0, 1, 1)
-    _run(arguments, gx.shape[0] * gx.shape[1], gy, kernel, gx, specialized)
+    _run(arguments, gx.shape[0] * gx.shape[1], (gy, kernel, gx), specialized)
 
 
 def gathers_depthwise_input_gradient(spec, specialized):
@@ -1167,31 +1267,51 @@ def _vector_input_gradient(spec):
     return spec.groups % direct.vector_lanes(spec.dtype) == 0 and direct.vector_tiles_pay()
 
 
+def _new_input_gradient(spec, gy):
+    """An uninitialized channels_last input gradient for ``gy``, aligned where its stores may
+    be streamed (aligning costs ~6 µs, a small layer's time: only where it may pay)."""
+    shape, dtype = (gy.shape[0], spec.height, spec.width, spec.in_channels), gy.dtype
+    streamed = math.prod(shape) * dtype.itemsize >= direct.STREAM_MIN_BYTES
+    return (layout.aligned_empty if streamed else np.empty)(shape, dtype)
+
+
+def _input_gradient_vectors(spec, gx, stream_min_bytes=None):
+    """``(V, STREAM)`` of the depthwise vector input gradient into ``gx`` (None: an array
+    aligned where streamed): vectors of channels per pixel of its tile, and 1 where its
+    stores are streamed (whole aligned cache lines, from ``stream_min_bytes``, default
+    :data:`~numbaconv.cpu.direct.STREAM_MIN_BYTES`), else 0."""
+    lanes = direct.vector_lanes(spec.dtype)
+    vectors = 2 if spec.groups % (2 * lanes) == 0 else 1
+    itemsize = np.dtype(spec.dtype).itemsize
+    nbytes = spec.batch * spec.height * spec.width * spec.in_channels * itemsize
+    if stream_min_bytes is None:
+        stream_min_bytes = direct.STREAM_MIN_BYTES
+    stream = int(nbytes >= stream_min_bytes
+                 and (gx is None or layout.address(gx) % layout.ALIGNMENT == 0)
+                 and spec.groups * itemsize % layout.ALIGNMENT == 0)
+    return vectors, stream
+
+
 def depthwise_input_gradient(spec, gy, kernel, gx, specialized):
     """The input gradient of a layer :func:`gathers_depthwise_input_gradient` accepts, into
     channels_last ``gx`` (None: a new array, aligned where it may be streamed), returned;
     ``gy`` is channels_last, ``kernel`` in Keras layout, both of the spec's dtype."""
-    if gx is None:  # aligning costs ~6 µs, a small layer's time: only where it may pay
-        shape, dtype = (gy.shape[0], spec.height, spec.width, spec.in_channels), gy.dtype
-        streamed = math.prod(shape) * dtype.itemsize >= direct.STREAM_MIN_BYTES
-        gx = (layout.aligned_empty if streamed else np.empty)(shape, dtype)
+    if gx is None:
+        gx = _new_input_gradient(spec, gy)
     kh, kw = spec.kernel_size
     lanes = direct.vector_lanes(spec.dtype)
     stream, vectors = 0, 1
     if specialized and _vector_input_gradient(spec):
         # CB: vectors per pixel of the tile; OCB: their lanes; ROWS: streamed stores.
         task = VECTOR_DEPTHWISE_INPUT_GRADIENT
-        vectors = 2 if spec.groups % (2 * lanes) == 0 else 1
-        stream = int(gx.nbytes >= direct.STREAM_MIN_BYTES
-                     and layout.address(gx) % layout.ALIGNMENT == 0
-                     and spec.groups * gx.itemsize % layout.ALIGNMENT == 0)
+        vectors, stream = _input_gradient_vectors(spec, gx)
     else:
         task, lanes = DEPTHWISE_INPUT_GRADIENT, 1
     arguments = (task, kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0],
                  spec.pads[1][0], spec.groups, 1, 1, vectors, lanes, stream, 1, 1)
     flat = (gy.reshape(*gy.shape[:2], -1), np.ascontiguousarray(kernel).reshape(kh, kw, -1),
             gx.reshape(*gx.shape[:2], -1))
-    _run(arguments, gx.shape[0] * gx.shape[1], *flat, specialized)
+    _run(arguments, gx.shape[0] * gx.shape[1], flat, specialized)
     return gx
 
 
