@@ -36,7 +36,6 @@ as the forward's tiers are (:func:`numbaconv.dispatch.wants_specialized`).
 
 from __future__ import annotations
 
-import math
 
 import numba
 import numpy as np
@@ -696,9 +695,9 @@ def _depthwise_window_gradients_task(x, gy, w, grad, gx, item, KH, KW, SH, SW, D
     ``(KH, KW, G)``) whose output gradient rows the chunk has just read, by
     :func:`_depthwise_vector_input_gradient_task` (``V``, ``STREAM``): the
     output gradient is read from memory once for both gradients, not twice
-    (14²×576 N=8: 0.82x the time of the two tasks one after the other,
-    112²×32 0.84x, 112²×96 stride 2 0.83-0.91x).  Without it ``w`` and
-    ``gx`` are not read.
+    (``conv2d_backward`` against the two tasks one after the other, N=8:
+    14²×576 0.87x the time, 112²×32 0.88x, 112²×96 stride 2 0.93x).
+    Without it ``w`` and ``gx`` are not read.
     """
     H, OH = x.shape[1], gy.shape[1]
     W, OW = x.shape[2] // G, gy.shape[2] // G
@@ -1078,13 +1077,12 @@ def depthwise_gradients(spec, x, gy, kernel, specialized, threads=None):
     if plan is None:
         return None
     task, items, splits, streamed = plan
-    kh, kw = spec.kernel_size
-    shape, groups = (gy.shape[0], spec.height, spec.width, spec.in_channels), spec.groups
-    gx = (layout.aligned_empty if streamed else np.empty)(shape, gy.dtype)
+    (kh, kw), groups = spec.kernel_size, spec.groups
+    gx = _new_input_gradient(spec, gy, streamed)
     sums = np.zeros((splits, kh * kw + 1, 1, groups), dtype=gy.dtype)
-    task(items, (x.reshape(*shape[:2], -1), gy.reshape(*gy.shape[:2], -1),
-                 np.ascontiguousarray(kernel).reshape(kh, kw, -1), sums,
-                 gx.reshape(*shape[:2], -1)))
+    rows = (*x.shape[:2], -1)  # flat rows, as the task reads them
+    task(items, (x.reshape(rows), gy.reshape(*gy.shape[:2], -1),
+                 np.ascontiguousarray(kernel).reshape(kh, kw, -1), sums, gx.reshape(rows)))
     total = _sum_splits(sums)
     return gx, total[:-1].reshape(kh, kw, 1, groups), total[-1, 0]
 
@@ -1149,7 +1147,7 @@ def _kernel_gradients(spec, x, gy, specialized, threads):
     allocate = np.empty if task in (VECTOR_KERNEL_GRADIENT, LANES_KERNEL_GRADIENT) else np.zeros
     grad = allocate((splits, kh, kw, cin, groups * padded), dtype=gy.dtype)
     _run(arguments, items, (x, gy, grad), specialized)
-    grad = grad[0] if splits == 1 else grad.sum(axis=0)
+    grad = _sum_splits(grad)
     if task == SHIFTED_KERNEL_GRADIENT:
         # Channel c of filter f's group came from shift c - f % width + width - 1.
         member = np.arange(spec.filters) % width
@@ -1267,12 +1265,11 @@ def _vector_input_gradient(spec):
     return spec.groups % direct.vector_lanes(spec.dtype) == 0 and direct.vector_tiles_pay()
 
 
-def _new_input_gradient(spec, gy):
-    """An uninitialized channels_last input gradient for ``gy``, aligned where its stores may
-    be streamed (aligning costs ~6 µs, a small layer's time: only where it may pay)."""
-    shape, dtype = (gy.shape[0], spec.height, spec.width, spec.in_channels), gy.dtype
-    streamed = math.prod(shape) * dtype.itemsize >= direct.STREAM_MIN_BYTES
-    return (layout.aligned_empty if streamed else np.empty)(shape, dtype)
+def _new_input_gradient(spec, gy, aligned):
+    """An uninitialized channels_last input gradient for ``gy``, ``aligned`` for streamed
+    stores (aligning costs ~6 µs, a small layer's time: only where they may stream)."""
+    shape = (gy.shape[0], spec.height, spec.width, spec.in_channels)
+    return (layout.aligned_empty if aligned else np.empty)(shape, gy.dtype)
 
 
 def _input_gradient_vectors(spec, gx, stream_min_bytes=None):
@@ -1297,7 +1294,7 @@ def depthwise_input_gradient(spec, gy, kernel, gx, specialized):
     channels_last ``gx`` (None: a new array, aligned where it may be streamed), returned;
     ``gy`` is channels_last, ``kernel`` in Keras layout, both of the spec's dtype."""
     if gx is None:
-        gx = _new_input_gradient(spec, gy)
+        gx = _new_input_gradient(spec, gy, _input_gradient_vectors(spec, None)[1])
     kh, kw = spec.kernel_size
     lanes = direct.vector_lanes(spec.dtype)
     stream, vectors = 0, 1
