@@ -236,10 +236,34 @@ def test_vector_kernel_gradient_writes_every_sum(register_file, groups, threads)
     want = _kernel_gradient_per_tap(x.astype(float), grad_output.astype(float), shape, 1,
                                     spec.pads, 1, groups)
     arguments, items = backward.kernel_gradient_plan(spec, threads, specialized=True)
-    task, kh, kw, _, _, _, _, _, _, g, cin, cout, _, _, rows, splits, _ = arguments
+    task, kh, kw, _, _, _, _, _, _, g, cin, cout, _, _, rows, splits, _, _ = arguments
     assert task == backward.VECTOR_KERNEL_GRADIENT and g * cout == shape[3]
     assert -(-5 // rows) < splits if threads == 7 else splits == 1
     grad = np.full((splits, kh, kw, cin, g * cout), np.nan, dtype=np.float32)
+    backward._run(arguments, items, (x, grad_output, grad), True)
+    np.testing.assert_allclose(grad.sum(axis=0), want, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
+@pytest.mark.parametrize("groups, threads, blocks", [(1, 2, 2), (1, 3, 1), (2, 2, 2), (1, 1, 4)])
+def test_vector_kernel_gradient_of_1x1_kernels_in_filter_runs(register_file, groups, threads,
+                                                              blocks):
+    # A 1x1 kernel's item takes several blocks of 16 filters, as many as leave an item a
+    # thread (4 blocks over 3 threads: 1 each), each block's sums written from its first
+    # chunk (NaN beforehand).
+    from test_backward import _kernel_gradient_per_tap
+
+    rng = np.random.default_rng(threads + groups)
+    x = rng.standard_normal((2, 5, 6, 8)).astype(np.float32)
+    shape = (1, 1, 8 // groups, 64)  # 4 blocks of 16 filters, 2 a group when grouped
+    spec = ConvSpec.from_arguments(x.shape, shape, 1, "same", "channels_last", 1, "float32")
+    grad_output = rng.standard_normal(spec.output_shape).astype(np.float32)
+    want = _kernel_gradient_per_tap(x.astype(float), grad_output.astype(float), shape, 1,
+                                    spec.pads, 1, groups)
+    arguments, items = backward.kernel_gradient_plan(spec, threads, specialized=True)
+    assert arguments[0] == backward.VECTOR_KERNEL_GRADIENT and arguments[17] == blocks
+    assert items == 4 // blocks * arguments[15]  # filter runs × splits
+    grad = np.full((arguments[15], 1, 1, 8 // groups, 64), np.nan, dtype=np.float32)
     backward._run(arguments, items, (x, grad_output, grad), True)
     np.testing.assert_allclose(grad.sum(axis=0), want, rtol=1e-4, atol=1e-3)
 

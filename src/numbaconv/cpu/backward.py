@@ -187,7 +187,7 @@ def _kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, 
 
 
 def _vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
-                                 COUT, CB, OCB, ROWS, SPLITS, CG, V, L, IN_LANE):
+                                 COUT, CB, OCB, ROWS, SPLITS, CG, V, L, IN_LANE, FB):
     """:func:`_kernel_gradient_task` in a tile of explicit vectors (:mod:`.simd`); specialized.
 
     ``CB`` channels × ``OCB = V·L`` filters (CPUs without AVX-512: 4 channels
@@ -196,7 +196,9 @@ def _vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, 
     output gradient vectors once.  ``IN_LANE``: groups of ``CB`` = ``CIN``
     channels in and out, narrower than a vector, run as one group (``G`` 1)
     whose filter block reads the input vectors at its own lanes, spread
-    group by group (:func:`~.simd.tile_fma_spread`).  The loops over chunks, taps and rows are
+    group by group (:func:`~.simd.tile_fma_spread`).  An item takes ``FB``
+    blocks of filters, one after the other over each chunk, which then
+    reads its input once for them all.  The loops over chunks, taps and rows are
     those of :func:`_kernel_gradient_tiles`, written out again: the tile's
     sizes are types, so its code cannot sit in a branch of the generic
     task (Numba types every branch), and the loop nest's own
@@ -204,7 +206,7 @@ def _vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, 
     """
     H, W, XC = x.shape[1], x.shape[2], x.shape[3]
     OH, OW, GC = gy.shape[1], gy.shape[2], gy.shape[3]
-    s, f0, x0, cb_lo, cb_hi = _kernel_gradient_item(item, G, CIN, COUT, CB, OCB, CG)
+    s, f_first, x0, cb_lo, cb_hi = _kernel_gradient_item(item, G, CIN, COUT, CB, FB * OCB, CG)
     rows = gy.shape[0] * OH
     zeros = np.zeros(V * L, dtype=grad.dtype)
     # The split's first chunk starts its sums from zero (``grad`` is not cleared:
@@ -215,34 +217,35 @@ def _vector_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, 
         r1 = min(r0 + ROWS, rows)
         n0 = r0 // OH
         oh0 = r0 - n0 * OH
-        for ki in range(KH):
-            for kj in range(KW):
-                lo, hi = _valid_range(OW, W, SW, kj * DW - PL)
-                for cb in range(cb_lo, cb_hi):
-                    c0 = cb * CB
-                    at = (((s * KH + ki) * KW + kj) * CIN + c0) * GC + f0
-                    if chunk == s:
-                        tile = tile_load(zeros, 0, 0, CB, V, L)
-                    else:
-                        tile = tile_load(grad, at, GC, CB, V, L)
-                    n, oh = n0, oh0  # of row r0, stepped: a division per row cost a tenth
-                    for row in range(r0, r1):
-                        ih = oh * SH - PT + ki * DH
-                        if 0 <= ih < H:
-                            x_at = (((n * H + ih) * W + lo * SW - PL + kj * DW) * XC
-                                    + (f0 if IN_LANE else x0 + c0))
-                            gy_at = (row * OW + lo) * GC + f0
-                            for _ in range(lo, hi):
-                                if IN_LANE:
-                                    tile = tile_fma_spread(tile, x, x_at, gy, gy_at)
-                                else:
-                                    tile = tile_fma(tile, x, x_at, 1, gy, gy_at)
-                                x_at += SW * XC
-                                gy_at += GC
-                        oh += 1
-                        if oh == OH:
-                            n, oh = n + 1, 0
-                    tile_store(grad, at, GC, tile)
+        for f0 in range(f_first, f_first + FB * OCB, OCB):
+            for ki in range(KH):
+                for kj in range(KW):
+                    lo, hi = _valid_range(OW, W, SW, kj * DW - PL)
+                    for cb in range(cb_lo, cb_hi):
+                        c0 = cb * CB
+                        at = (((s * KH + ki) * KW + kj) * CIN + c0) * GC + f0
+                        if chunk == s:
+                            tile = tile_load(zeros, 0, 0, CB, V, L)
+                        else:
+                            tile = tile_load(grad, at, GC, CB, V, L)
+                        n, oh = n0, oh0  # of row r0, stepped: a division per row cost a tenth
+                        for row in range(r0, r1):
+                            ih = oh * SH - PT + ki * DH
+                            if 0 <= ih < H:
+                                x_at = (((n * H + ih) * W + lo * SW - PL + kj * DW) * XC
+                                        + (f0 if IN_LANE else x0 + c0))
+                                gy_at = (row * OW + lo) * GC + f0
+                                for _ in range(lo, hi):
+                                    if IN_LANE:
+                                        tile = tile_fma_spread(tile, x, x_at, gy, gy_at)
+                                    else:
+                                        tile = tile_fma(tile, x, x_at, 1, gy, gy_at)
+                                    x_at += SW * XC
+                                    gy_at += GC
+                            oh += 1
+                            if oh == OH:
+                                n, oh = n + 1, 0
+                        tile_store(grad, at, GC, tile)
 
 
 def _shifted_kernel_gradient_task(x, gy, grad, item, KH, KW, SH, SW, DH, DW, PT, PL, G, CIN,
@@ -859,7 +862,8 @@ def _specialized_task(arguments):
     if TASK < len(_GENERIC_TASKS):
         return ParallelTask(_GENERIC_TASKS[TASK], arguments[1:])
     if TASK in (VECTOR_KERNEL_GRADIENT, LANES_KERNEL_GRADIENT):
-        return ParallelTask(_vector_task, arguments[1:] + (V, L, TASK == LANES_KERNEL_GRADIENT))
+        return ParallelTask(_vector_task, arguments[1:17]  # arguments[17]: FB
+                            + (V, L, TASK == LANES_KERNEL_GRADIENT, arguments[17]))
     if TASK == VECTOR_DEPTHWISE_INPUT_GRADIENT:
         return ParallelTask(_vector_depthwise_input_task, window + (G, CB, OCB, ROWS))
     if TASK == VECTOR_NARROW_INPUT_GRADIENT:
@@ -961,7 +965,8 @@ def kernel_gradient_plan(spec, threads, specialized=False):
         ``OCB`` filters; for a depthwise layer, ``OCB`` lanes and ``CB``
         pixels per step), the chunk
         of ``ROWS`` output rows, the number ``SPLITS`` of private copies the
-        output pixels are split over, and ``CG`` shares of the channel blocks.
+        output pixels are split over, and ``CG`` shares of the channel blocks;
+        for the vector tasks then ``FB``, the blocks of filters an item takes.
         ``COUT`` is the filters per group rounded up to whole blocks.
     items : int
         Parallel work items.
@@ -981,6 +986,7 @@ def kernel_gradient_plan(spec, threads, specialized=False):
     ocb = _filter_lanes(spec)
     task = DEPTHWISE_KERNEL_GRADIENT if depthwise else DENSE_KERNEL_GRADIENT
     lanes = direct.vector_lanes(spec.dtype)
+    blocks = 1  # blocks of filters an item (the vector tasks)
     if (depthwise and specialized and direct.vector_tiles_pay() and groups % lanes == 0
             and spec.kernel_size[0] * spec.kernel_size[1] < WINDOW_TAPS):
         task, cb, ocb = WINDOW_DEPTHWISE_KERNEL_GRADIENT, 1, lanes  # ocb: the lanes of a step
@@ -1014,6 +1020,13 @@ def kernel_gradient_plan(spec, threads, specialized=False):
             cb = _channel_tile(cin)
         cout = -(-cout // ocb) * ocb
         units, c_blocks = groups * (cout // ocb), cin // cb
+        if task == VECTOR_KERNEL_GRADIENT and spec.kernel_size == (1, 1):
+            # Each block of filters reads all of the input (nothing amortizes it over taps):
+            # as many blocks an item as leave an item a thread (56²×64→256 N=8: 0.78x the time).
+            f_blocks = cout // ocb
+            blocks = max((d for d in range(1, f_blocks + 1)
+                          if f_blocks % d == 0 and units // d >= threads), default=1)
+            units, c_blocks = units // blocks, 1  # c_blocks 1: no shares of channel blocks
     out_h, out_w = spec.output_hw
     out_rows = spec.batch * out_h
     vector = task in (VECTOR_KERNEL_GRADIENT, LANES_KERNEL_GRADIENT)
@@ -1036,6 +1049,8 @@ def kernel_gradient_plan(spec, threads, specialized=False):
     kh, kw = spec.kernel_size
     arguments = (task, kh, kw, *spec.strides, *spec.dilation, spec.pads[0][0],
                  spec.pads[1][0], groups, cin, cout, cb, ocb, rows, splits, shares)
+    if vector:
+        arguments += (blocks,)
     return arguments, splits * units * shares
 
 
