@@ -603,3 +603,22 @@ def test_strided_depthwise_vector_input_gradient(register_file, width, channels,
         got[:] = np.nan
         backward.depthwise_input_gradient(spec, grad_output, kernel, got, specialized=True)
         np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("kernel_size, strides, dilation", [
+    (3, 1, 1), (3, 2, 1), (5, 1, 1), (3, 1, 2), (1, 1, 1), (1, 2, 1), (2, 3, 1), (7, 2, 3)])
+def test_depthwise_prefetches_the_rows_the_next_pair_reads_first(kernel_size, strides,
+                                                                  dilation):
+    rows, _ = direct.DEPTHWISE_TILE
+
+    def window(first_output_row):  # the input rows a pair of output rows reads (no padding)
+        return {(first_output_row + r) * strides + k * dilation
+                for r in range(rows) for k in range(kernel_size)}
+
+    first, count = direct._depthwise_next_rows(kernel_size, strides, dilation)
+    new = {row for row in window(rows) if row > max(window(0))}  # the others: read before
+    # Their span: with strides past the window, rows in between are read by neither.
+    assert (first, first + count - 1) == (min(new), max(new))
+    lines = direct._depthwise_prefetches(kernel_size, 1, strides, dilation, 8, 16)
+    assert lines in (0, -(-count * direct.DEPTHWISE_TILE[1] * 8 // 16))
+    assert lines <= direct.MAX_PREFETCHES_A_STEP

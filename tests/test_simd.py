@@ -8,10 +8,10 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from numbaconv.cpu import layout
-from numbaconv.cpu.simd import (prefetch, stream_fence, tile_accumulate, tile_fma, tile_fma_groups,
-                                tile_fma_lanes, tile_fma_outer, tile_fma_pairs, tile_fma_spread,
-                                tile_fma_window, tile_load, tile_scatter, tile_store,
-                                tile_stream)
+from numbaconv.cpu.simd import (prefetch, prefetch_l2, stream_fence, tile_accumulate, tile_fma,
+                                tile_fma_groups, tile_fma_lanes, tile_fma_outer, tile_fma_pairs,
+                                tile_fma_spread, tile_fma_window, tile_load, tile_scatter,
+                                tile_store, tile_stream)
 
 
 def _tile_product(P, V, L):
@@ -223,13 +223,14 @@ def test_masked_taps_read_nothing():
     assert not out[:9].any() and (out[9] == 2).all()
 
 
-def test_prefetch_anywhere_changes_nothing():
+@pytest.mark.parametrize("hint", [prefetch, prefetch_l2])
+def test_prefetch_anywhere_changes_nothing(hint):
     # A hint: far past the array's end it must not fault, and values stay as they were.
     @njit
     def touch(x, ahead):
         total = 0.0
         for i in range(x.size):
-            prefetch(x, i + ahead)
+            hint(x, i + ahead)
             total += x[i]
         return total
 
@@ -237,7 +238,7 @@ def test_prefetch_anywhere_changes_nothing():
     for ahead in (0, 16, 1 << 40, -(1 << 40)):
         assert touch(x, ahead) == x.sum()
     with pytest.raises(TypingError):
-        njit(lambda a: prefetch(a, 0))(np.arange(4))  # integers: not a float array
+        njit(lambda a: hint(a, 0))(np.arange(4))  # integers: not a float array
 
 
 @pytest.mark.parametrize("C, P, V, L, dtype", [(3, 3, 1, 8, np.float32), (1, 7, 1, 8, np.float32),

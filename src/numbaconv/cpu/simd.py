@@ -27,7 +27,8 @@ LLVM IR directly:
   a depthwise window, taps outside the image masked off (a depthwise
   kernel gradient); :func:`tile_fma_outer` every pixel's vector times every
   channel's (the input gradient of a layer with few input channels);
-* :func:`prefetch` asks for a cache line ahead of a strided read.
+* :func:`prefetch` asks for a cache line ahead of a strided read, :func:`prefetch_l2`
+  for one wanted much later.
 
 Arrays are addressed flat through their data pointer: they must be
 C-contiguous, and the caller keeps every index inside them (no bounds or
@@ -41,7 +42,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["Vector", "prefetch", "stream_fence", "tile_accumulate", "tile_fma",
+__all__ = ["Vector", "prefetch", "prefetch_l2", "stream_fence", "tile_accumulate", "tile_fma",
            "tile_fma_groups", "tile_fma_lanes", "tile_fma_outer", "tile_fma_pairs",
            "tile_fma_spread", "tile_fma_window", "tile_load", "tile_relu", "tile_scatter",
            "tile_store", "tile_stream"]
@@ -638,15 +639,9 @@ def tile_relu(typingctx, tile):
     return tile(tile), codegen
 
 
-@intrinsic
-def prefetch(typingctx, array, index):
-    """Ask the CPU to bring the cache line of ``array``'s flat element ``index`` into its caches.
-
-    A hint (``llvm.prefetch``, read, kept in every level): it never faults,
-    so ``index`` may lie past the array's end.  For loops whose next data
-    the hardware prefetchers do not foresee, such as a vector of channels
-    read pixel by pixel, one cache line in each pixel's.
-    """
+def _prefetch_typer(array, index, locality):
+    """The typing and code of :func:`prefetch` and :func:`prefetch_l2` (``llvm.prefetch``
+    locality 3 and 2)."""
     if not (_contiguous_float_array(array) and isinstance(index, types.Integer)):
         return None
 
@@ -656,7 +651,29 @@ def prefetch(typingctx, array, index):
         int32 = ir.IntType(32)
         builder.call(cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [address.type, int32, int32, int32]),
-            "llvm.prefetch.p0i8"), [address, int32(0), int32(3), int32(1)])
+            "llvm.prefetch.p0i8"), [address, int32(0), int32(locality), int32(1)])
         return context.get_dummy_value()
 
     return types.none(array, index), codegen
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Ask the CPU to bring the cache line of ``array``'s flat element ``index`` into its caches.
+
+    A hint (``llvm.prefetch``, read, kept in every level): it never faults,
+    so ``index`` may lie past the array's end.  For loops whose next data
+    the hardware prefetchers do not foresee, such as a vector of channels
+    read pixel by pixel, one cache line in each pixel's.
+    """
+    return _prefetch_typer(array, index, 3)
+
+
+@intrinsic
+def prefetch_l2(typingctx, array, index):
+    """:func:`prefetch` into the second-level cache, not the first (x86 ``prefetcht1``).
+
+    For lines wanted thousands of cycles later, which would only crowd the
+    first level until then.
+    """
+    return _prefetch_typer(array, index, 2)
