@@ -993,6 +993,30 @@ def test_validated_specs_are_remembered_for_plain_arguments_only():
     assert same == first
 
 
+def test_spec_hashes_travel_as_their_fields():
+    # A spec remembers its hash, but a pickled one is hashed again where it lands: string
+    # hashes differ between processes (a stale hash would miss every cache there).
+    import dataclasses
+    import pickle
+    import subprocess
+
+    from numbaconv.spec import ConvSpec
+
+    spec = ConvSpec.from_arguments((2, 4, 7, 9), (3, 3, 2, 8), 1, "same", "channels_first", 1,
+                                   "float64")
+    fields = tuple(getattr(spec, field.name) for field in dataclasses.fields(spec))
+    assert hash(spec) == hash(fields) == hash(dataclasses.replace(spec))
+    assert hash(dataclasses.replace(spec, batch=3)) != hash(spec)
+    script = ("import pickle, sys, dataclasses\n"
+              "spec = pickle.loads(sys.stdin.buffer.read())\n"
+              "fields = tuple(getattr(spec, f.name) for f in dataclasses.fields(spec))\n"
+              "print(hash(spec) == hash(fields))")
+    result = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(spec),
+                            capture_output=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": "random"})
+    assert result.stdout.decode().strip() == "True"
+
+
 @pytest.mark.parametrize("strides", BAD_TUPLES, ids=str)
 def test_bad_strides(strides):
     with pytest.raises(ValueError, match="strides"):

@@ -13,7 +13,7 @@ import json
 import math
 import numbers
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 __all__ = [
     "ConvSpec",
@@ -258,6 +258,20 @@ class ConvSpec:
     pads: tuple
     data_format: str
     dtype: str
+
+    def __hash__(self):
+        # Computed once: a spec keys the caches several times a call (~1 us each).
+        value = self.__dict__.get("_hash")
+        if value is None:
+            value = self.__dict__["_hash"] = hash(tuple(getattr(self, field.name)
+                                                        for field in fields(self)))
+        return value
+
+    def __getstate__(self):
+        # Without the cached hash: string hashes differ between processes.
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
 
     @classmethod
     def from_arguments(cls, input_shape, kernel_shape, strides, padding, data_format,
