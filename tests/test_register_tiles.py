@@ -15,7 +15,7 @@ from test_backward import kernel_gradient_case
 import numbaconv
 from numbaconv.cpu import backward, direct, layout, target
 from numbaconv.dispatch import checks_input
-from numbaconv.functional import plan
+from numbaconv.functional import call_plan, plan
 from numbaconv.spec import ConvSpec
 
 
@@ -169,6 +169,28 @@ def test_vector_nest_against_the_reference(register_file, specialized, width, fi
     want = reference_conv2d(x, kernel, strides, pads, (dilation,) * 2, bias=bias)
     tolerance = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("register_file", ["avx2", "avx512"], indirect=True)
+def test_channels_first_dense_layers_reorder_around_the_vector_nest(register_file, specialized):
+    # The vector nest (AVX2) reads channels_last only: channels_first data is reordered around
+    # it. The AVX-512 loop nest reads channels_first in place.
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 5, 6, 9)).astype(np.float32)  # channels_first
+    kernel = rng.standard_normal((3, 3, 5, 12)).astype(np.float32)
+    spec = ConvSpec.from_arguments(x.shape, kernel.shape, (1, 1), "same", "channels_first",
+                                   (1, 1), "float32")
+    call = call_plan(spec, False, True, True)
+    vector = register_file == "avx2"
+    assert (call.nest, call.reorder) == (("dense_vector", True) if vector else ("dense", False))
+    assert call.run_spec.data_format == ("channels_last" if vector else "channels_first")
+    got = numbaconv.conv2d(x, kernel, padding="same", data_format="channels_first")
+    pads = reference_pads("same", (6, 9), (3, 3), (1, 1), (1, 1))
+    want = reference_conv2d(x.transpose(0, 2, 3, 1), kernel, (1, 1), pads).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    if vector:
+        with pytest.raises(ValueError, match="channels_last data only"):
+            direct.specialized_kernel("dense_vector", spec, False)
 
 
 @pytest.mark.parametrize("register_file", ["avx2"], indirect=True)
