@@ -122,7 +122,7 @@ def _narrow_groups(spec):
             and spec.output_hw[1] >= direct.register_tile("grouped_shifted", spec))
 
 
-# The dense nest reads either layout (its input loads are scalar broadcasts);
+# The dense loop nest reads either layout (its input loads are scalar broadcasts);
 # large channels_first depthwise layers have a nest of their own, vectorized
 # along rows; the others vectorize along channels and read channels_last only:
 # numbaconv.functional.plan reorders channels_first data around them.  Where the

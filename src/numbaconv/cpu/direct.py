@@ -332,8 +332,8 @@ def vector_lanes(dtype):
 
 
 @njit(inline="always")
-def _vector_window(tile, x, w, x_at, w_at, KH, KW, DH, DW, CIN, F, pixel_step, channel_step,
-                   row_step, column_step, SPLIT, IN_LANE):
+def _vector_window(tile, x, w, x_at, w_at, KH, KW, DH, DW, CIN, F, pixel_step, row_step,
+                   column_step, SPLIT, IN_LANE):
     """``tile`` plus its pixels' full windows, the first one's starting at ``x[x_at]``.
 
     Unless ``SPLIT`` (a block reading some of the channels), a kernel row's
@@ -354,8 +354,8 @@ def _vector_window(tile, x, w, x_at, w_at, KH, KW, DH, DW, CIN, F, pixel_step, c
         else:
             for kj in range(KW):
                 for ic in range(CIN):
-                    tile = tile_fma(tile, x, x_row + kj * DW * column_step + ic * channel_step,
-                                    pixel_step, w, w_row + (kj * CIN + ic) * F)
+                    tile = tile_fma(tile, x, x_row + kj * DW * column_step + ic, pixel_step,
+                                    w, w_row + (kj * CIN + ic) * F)
     return tile
 
 
@@ -425,7 +425,7 @@ def _dense_vector_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, XC, GW, 
 
     Specialized only: the tile sizes (:func:`row_tiles`, ``V``, ``L``) are
     part of the tile's type.  ``x`` is zero-padded (there is no border code)
-    and ``w`` packed by :func:`pack_weights`; both layouts channels_last (the
+    and ``w`` packed by :func:`pack_weights`; ``x`` and ``out`` are channels_last (the
     dispatcher reorders channels_first data around this nest: read in place,
     its broadcast input values lay a channel plane apart and its stores
     scattered value by value, 0.92-0.95 of the time reordered on 3x3 56²×64).
@@ -463,13 +463,13 @@ def _dense_vector_task(x, w, b, out, task, KH, KW, SH, SW, DH, DW, CIN, XC, GW, 
     for t in range(WIDE_TILES):
         ow = t * WIDE
         tile = _vector_window(tile_load(b, oc0, 0, WIDE, V, L), x, w, x_at + ow * pixel_step, w_at,
-                              KH, KW, DH, DW, CIN, F, pixel_step, 1, row_step, column_step,
+                              KH, KW, DH, DW, CIN, F, pixel_step, row_step, column_step,
                               CIN != XC, IN_LANE)
         _vector_tile_out(tile, out, n, oh, ow, oc0, F, COUT, RELU)
     for t in range(NARROW_TILES):
         ow = WIDE_TILES * WIDE + t * NARROW
         narrow = _vector_window(tile_load(b, oc0, 0, NARROW, V, L), x, w, x_at + ow * pixel_step,
-                                w_at, KH, KW, DH, DW, CIN, F, pixel_step, 1, row_step,
+                                w_at, KH, KW, DH, DW, CIN, F, pixel_step, row_step,
                                 column_step, CIN != XC, IN_LANE)
         _vector_tile_out(narrow, out, n, oh, ow, oc0, F, COUT, RELU)
 
