@@ -89,8 +89,8 @@ def test_threads_sharing_one_layer_and_one_configuration(groups, specialized):
     assert not any(thread.is_alive() for thread in threads), "deadlock"
     assert not errors, errors[0]
     after = numbaconv.kernel_cache_info()
-    # Its call plan, plan and kernel (the shared generic kernel may have been built before).
-    assert after.entries - before.entries <= 3
+    # Its plan and its kernel (the shared generic kernel may have been built before).
+    assert after.entries - before.entries <= 2
     assert after.misses - before.misses == after.entries - before.entries
 
 

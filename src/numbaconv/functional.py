@@ -191,15 +191,15 @@ def plan(spec, relu, hot, finite_kernel=True):
     pads : ((int, int), (int, int))
         Zeros to add around the input before ``run``.
     """
-    # Remembered in the kernel cache (a hit costs ~1 us; planning, ~30 us).
-    key = ("plan", spec, bool(relu), bool(finite_kernel), wants_specialized(spec, hot))
-    return kernel_cache.get(key, lambda: _plan(spec, relu, hot, finite_kernel))
+    call = call_plan(spec, relu, hot, finite_kernel)
+    return call.name, call.nest, call.run, call.run_spec, call.pads
 
 
 class _CallPlan(NamedTuple):
     """What :func:`convolve` decides once for a configuration: :func:`plan`'s choices and
-    how the call's arrays are made and passed (:func:`call_plan`)."""
+    how the call's arrays are made and passed."""
 
+    name: str
     nest: str
     run: object
     run_spec: ConvSpec
@@ -211,21 +211,12 @@ class _CallPlan(NamedTuple):
     reorder: bool  # the kernel runs channels_last on channels_first data
 
 
-def call_plan(spec, relu, hot, finite_kernel):
-    """:class:`_CallPlan` of a call (cached as :func:`plan`: Python between calls cost a
-    small layer more than its kernel, 30 us against 27 on 8²×32 depthwise)."""
-    key = ("call", spec, relu, finite_kernel, wants_specialized(spec, hot))
-    return kernel_cache.get(key, lambda: _make_call_plan(spec, relu, hot, finite_kernel))
-
-
-def _make_call_plan(spec, relu, hot, finite_kernel):
-    dtype = np.dtype(spec.dtype)
-    _check_allocation("output", spec.output_shape, dtype)
-    _, nest, run, run_spec, pads = plan(spec, relu, hot, finite_kernel=finite_kernel)
-    channels = channel_pads(nest, run_spec)
-    return _CallPlan(nest, run, run_spec, pads, dtype, streams_output(nest, run_spec), channels,
-                     channels != (0, 0) or checks_input(nest),
-                     run_spec.data_format != spec.data_format)
+def call_plan(spec, relu, hot, finite_kernel=True):
+    """The :class:`_CallPlan` behind :func:`plan`, remembered in the kernel cache: a hit
+    costs ~1 us, planning ~30 us (when each call derived the call's part, Python between
+    calls cost a small layer more than its kernel: 30 us against 27 on 8²×32 depthwise)."""
+    key = ("plan", spec, bool(relu), bool(finite_kernel), wants_specialized(spec, hot))
+    return kernel_cache.get(key, lambda: _plan(spec, relu, hot, finite_kernel))
 
 
 def _plan(spec, relu, hot, finite_kernel):
@@ -236,7 +227,11 @@ def _plan(spec, relu, hot, finite_kernel):
         pads = spec.pads
         run_spec, _ = run_spec.padded()
     name, nest, run = select(run_spec, relu, hot)
-    return name, nest, run, run_spec, pads
+    channels = channel_pads(nest, run_spec)
+    return _CallPlan(name, nest, run, run_spec, pads, np.dtype(spec.dtype),
+                     streams_output(nest, run_spec), channels,
+                     channels != (0, 0) or checks_input(nest),
+                     run_spec.data_format != spec.data_format)
 
 
 def convolve(spec, x, kernel, bias, activation, hot):
@@ -265,6 +260,7 @@ def convolve(spec, x, kernel, bias, activation, hot):
         In ``spec.dtype`` and ``spec.data_format``.
     """
     relu = is_fused_relu(activation)
+    _check_allocation("output", spec.output_shape, spec.dtype)
     if math.prod(spec.output_shape) == 0:
         return np.empty(spec.output_shape, dtype=spec.dtype)
     if isinstance(kernel, Variable):
@@ -276,7 +272,7 @@ def convolve(spec, x, kernel, bias, activation, hot):
         if isinstance(kernel, Snapshot) and kernel.value.size >= layout.SMALL_KERNEL:
             _pack_and_check(kernel, np.dtype(spec.dtype))
     finite = not padded or _all_finite(kernel)  # only padding needs it
-    nest, run, run_spec, pads, dtype, aligned, channels, checked, reorder = call_plan(
+    _, nest, run, run_spec, pads, dtype, aligned, channels, checked, reorder = call_plan(
         spec, relu, hot, finite)
     b = np.zeros(spec.filters, dtype=dtype) if bias is None else np.array(bias, dtype=dtype)
 

@@ -11,7 +11,7 @@ import numpy as np
 from . import activations
 from .cpu import layout
 from .cpu.direct import channel_pads, pack_weights
-from .functional import call_plan, is_fused_relu, plan
+from .functional import is_fused_relu, plan
 from .layer import Conv2D
 from .spec import ConvSpec
 
@@ -79,7 +79,6 @@ def warmup(configurations, dtype="float32", progress=None):
     chosen = []
     for index, (spec, relu) in enumerate(specs, 1):
         name, nest, run, run_spec, pads = plan(spec, relu, hot=True)
-        call_plan(spec, relu, True, True)  # what a call looks up first, remembered too
         # Zero-batch calls compile for these array types and run no task.
         dt = np.dtype(spec.dtype)
         x = np.zeros(replace(spec, batch=0).input_shape, dt)
