@@ -671,9 +671,11 @@ def prefetch(typingctx, array, index):
 
 @intrinsic
 def prefetch_l2(typingctx, array, index):
-    """:func:`prefetch` into the second-level cache, not the first (x86 ``prefetcht1``).
+    """:func:`prefetch` with the second-level hint (``llvm.prefetch`` locality 2, x86
+    ``prefetcht1``), for lines wanted a whole task later.
 
-    For lines wanted thousands of cycles later, which would only crowd the
-    first level until then.
+    A CPU may still fill its first level too.  On the depthwise forward (first-generation
+    EPYC) it measured 0.87-0.96 of the unprefetched time, the first-level hint 0.84-0.98:
+    the same within the noise.
     """
     return _prefetch_typer(array, index, 2)
